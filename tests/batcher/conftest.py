@@ -76,5 +76,5 @@ async def batcher(
 
 async def until(predicate: Callable[[], bool]) -> None:
     """Yield to the loop until ``predicate`` holds (bounded by the test timeout)."""
-    while not predicate():
-        await asyncio.sleep(0)  # noqa: ASYNC110 - a yield to the loop, not a timed wait
+    while not predicate():  # noqa: ASYNC110 - sleep(0) is a yield to the loop, not a timed wait
+        await asyncio.sleep(0)
