@@ -1,0 +1,101 @@
+"""Settings: every ``BATCHSERVE_*`` environment variable (also read from ``.env``), validated."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogFormat = Literal["text", "json"]
+
+
+class Settings(BaseSettings):
+    """The server's configuration; see docs/configuration.md for each value."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BATCHSERVE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    model: str = "resnet50"
+    weights: str = "DEFAULT"
+    device: str = "auto"
+    precision: Precision = "auto"
+    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    max_batch_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 5.0
+    max_queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 128
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+    request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    max_upload_mb: Annotated[float, Field(gt=0, le=1024)] = 10.0
+    max_image_pixels: Annotated[int, Field(ge=1)] = 50_000_000
+    preprocess_threads: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
+    shutdown_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 20.0
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        name = value.strip().lower()
+        if not name:
+            raise ValueError("must name a torchvision classification model, e.g. resnet50")
+        return name
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        name = value.strip().lower()
+        kind, _, index = name.partition(":")
+        bad_index = bool(index) and not (kind == "cuda" and index.isdigit())
+        if kind not in {"auto", "cpu", "cuda"} or bad_index:
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return name
+
+    @field_validator("log_level", "log_format", "precision", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The upload limit in bytes (``max_upload_mb`` MiB)."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_batch_wait_s(self) -> float:
+        """The batching window in seconds."""
+        return self.max_batch_wait_ms / 1000.0
+
+    def resolved_preprocess_threads(self) -> int:
+        """Decode threads: one per core unless set."""
+        if self.preprocess_threads == "auto":
+            return os.cpu_count() or 1
+        return self.preprocess_threads
+
+
+class SettingsError(Exception):
+    """The environment holds invalid settings; the message lists each one."""
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment and ``.env``, with one clear message on error."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc)) from exc
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Turn pydantic's errors into lines naming the environment variable and the bad value."""
+    problems: dict[str, list[str]] = {}
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        key = f"BATCHSERVE_{field.upper()}={error.get('input')!r}"
+        problems.setdefault(key, []).append(error["msg"].removeprefix("Value error, "))
+    lines = [f"  {key}: {' or '.join(messages)}" for key, messages in problems.items()]
+    return "\n".join(["invalid configuration:", *lines])

@@ -1,0 +1,170 @@
+"""API errors: stable codes, their HTTP statuses, and the one place that maps domain errors."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from batcher import BatcherClosedError, BatcherError, BatchFailedError, QueueFullError
+from server import preprocess
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a client should wait before retrying a 503.
+RETRY_AFTER_S: Final = 1
+
+
+class ErrorCode(StrEnum):
+    """Every machine-readable error code the API answers with."""
+
+    INVALID_IMAGE = "invalid_image"
+    EMPTY_FILE = "empty_file"
+    INVALID_MULTIPART = "invalid_multipart"
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNSUPPORTED_IMAGE_FORMAT = "unsupported_image_format"
+    MISSING_FILE = "missing_file"
+    TOO_MANY_FILES = "too_many_files"
+    INVALID_PARAMETER = "invalid_parameter"
+    IMAGE_TOO_LARGE = "image_too_large"
+    OVERLOADED = "overloaded"
+    NOT_READY = "not_ready"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    INFERENCE_FAILED = "inference_failed"
+    INTERNAL_ERROR = "internal_error"
+
+
+STATUS: Final[dict[ErrorCode, int]] = {
+    ErrorCode.INVALID_IMAGE: 400,
+    ErrorCode.EMPTY_FILE: 400,
+    ErrorCode.INVALID_MULTIPART: 400,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.UNSUPPORTED_IMAGE_FORMAT: 415,
+    ErrorCode.MISSING_FILE: 422,
+    ErrorCode.TOO_MANY_FILES: 422,
+    ErrorCode.INVALID_PARAMETER: 422,
+    ErrorCode.IMAGE_TOO_LARGE: 422,
+    ErrorCode.OVERLOADED: 503,
+    ErrorCode.NOT_READY: 503,
+    ErrorCode.DEADLINE_EXCEEDED: 504,
+    ErrorCode.INFERENCE_FAILED: 500,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
+
+_RETRYABLE: Final = {ErrorCode.OVERLOADED, ErrorCode.NOT_READY}
+_BY_HTTP_STATUS: Final = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
+
+
+#: What the access log records for a request whose client left (nginx's "client closed request").
+CLIENT_CLOSED_STATUS: Final = 499
+
+
+class ClientDisconnectedError(Exception):
+    """The client went away before its answer was ready; nobody reads the response."""
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message", "request_id"}}``."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        """The HTTP status that goes with the code."""
+        return STATUS[self.code]
+
+    def headers(self) -> dict[str, str]:
+        """Retry-After on the 503s, which a client may retry."""
+        return {"Retry-After": str(RETRY_AFTER_S)} if self.code in _RETRYABLE else {}
+
+
+def from_image_error(exc: preprocess.ImageError) -> ApiError:
+    """Map a preprocessing failure to its API error."""
+    if isinstance(exc, preprocess.ImageTooLargeError):
+        return ApiError(ErrorCode.IMAGE_TOO_LARGE, str(exc))
+    if isinstance(exc, preprocess.UnsupportedImageFormatError):
+        return ApiError(ErrorCode.UNSUPPORTED_IMAGE_FORMAT, str(exc))
+    return ApiError(ErrorCode.INVALID_IMAGE, str(exc))
+
+
+def from_batcher_error(exc: BatcherError) -> ApiError:
+    """Map a batcher outcome to its API error."""
+    if isinstance(exc, QueueFullError):
+        return ApiError(ErrorCode.OVERLOADED, "the server is at capacity; retry shortly")
+    if isinstance(exc, BatcherClosedError):
+        return ApiError(ErrorCode.NOT_READY, "the server is shutting down; retry elsewhere")
+    if isinstance(exc, BatchFailedError):
+        return ApiError(ErrorCode.INFERENCE_FAILED, "the model failed on this request's batch")
+    return ApiError(ErrorCode.DEADLINE_EXCEEDED, "the request was not computed before its deadline")
+
+
+def request_id_of(request: Request) -> str | None:
+    """The id the request middleware gave this request, if it ran."""
+    value = getattr(request.state, "request_id", None)
+    return value if isinstance(value, str) else None
+
+
+def error_response(error: ApiError, request_id: str | None) -> JSONResponse:
+    """The JSON response for ``error`` (not counted: see ``respond``)."""
+    body = {"error": {"code": error.code.value, "message": error.message, "request_id": request_id}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers())
+
+
+def respond(request: Request, error: ApiError) -> JSONResponse:
+    """Count ``error`` in ``batchserve_errors_total`` and answer it."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(code=error.code.value).inc()
+    return error_response(error, request_id_of(request))
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return respond(request, exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in exc.errors()
+    )
+    return respond(request, ApiError(ErrorCode.INVALID_PARAMETER, details))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _BY_HTTP_STATUS.get(exc.status_code, ErrorCode.BAD_REQUEST)
+    response = respond(request, ApiError(code, str(exc.detail)))
+    response.status_code = exc.status_code
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    logger.info("client disconnected before the answer (request %s)", request_id_of(request))
+    return Response(status_code=CLIENT_CLOSED_STATUS)
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Answer every error raised inside the app with the structured body."""
+    app.add_exception_handler(ClientDisconnectedError, _client_gone)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,0 +1,154 @@
+"""Prometheus metrics: declared once on a per-app registry, fed by the middleware and batcher.
+
+The batcher knows nothing of Prometheus; :class:`Metrics` implements its
+observer protocol and reads its statistics at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder
+
+from batcher import BatcherStatistics, BatchRecord, DropReason
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_QUEUE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+_STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
+    """Powers of two up to the largest batch, plus the largest batch itself."""
+    buckets = {float(max_batch_size)}
+    size = 1
+    while size < max_batch_size:
+        buckets.add(float(size))
+        size *= 2
+    return tuple(sorted(buckets))
+
+
+class Metrics:
+    """Every ``batchserve_*`` metric, on its own registry so apps and tests stay isolated."""
+
+    def __init__(
+        self, *, max_batch_size: int, endpoints: Iterable[str], error_codes: Iterable[str]
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=self.registry)
+        self._declare_http()
+        self._declare_pipeline(max_batch_size)
+        self._initialise(list(endpoints), list(error_codes))
+
+    def _declare_http(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "batchserve_requests", "HTTP requests answered", ["endpoint", "status"], registry=r
+        )
+        self.request_duration = Histogram(
+            "batchserve_request_duration_seconds",
+            "Time from request arrival to the end of the response",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "batchserve_inflight_requests", "Requests being handled now", registry=r
+        )
+        self.errors = Counter(
+            "batchserve_errors", "Error responses by API error code", ["code"], registry=r
+        )
+
+    def _declare_pipeline(self, max_batch_size: int) -> None:
+        r = self.registry
+        self.queue_depth = Gauge(
+            "batchserve_queue_depth", "Items waiting in the batcher", registry=r
+        )
+        self.workers_busy = Gauge(
+            "batchserve_workers_busy", "Inference workers running a batch now", registry=r
+        )
+        self.queue_wait = Histogram(
+            "batchserve_queue_wait_seconds",
+            "Time an item waited in the batcher before its batch started",
+            buckets=_QUEUE_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "batchserve_batch_size",
+            "Real requests per batch (no padding)",
+            buckets=batch_size_buckets(max_batch_size),
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "batchserve_inference_duration_seconds",
+            "One batched forward pass, softmax and top-k included",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.preprocess_duration = Histogram(
+            "batchserve_preprocess_duration_seconds",
+            "Reading, decoding and transforming one upload",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.dropped = Counter(
+            "batchserve_dropped",
+            "Items that left the batcher without being computed",
+            ["reason"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "batchserve_model_info",
+            "The served model and its settings (value 1)",
+            ["model", "weights", "device", "precision", "max_batch_size", "workers"],
+            registry=r,
+        )
+
+    def _initialise(self, endpoints: list[str], error_codes: list[str]) -> None:
+        # Labelled series exist from start-up so dashboards show zeros, not gaps.
+        for endpoint in endpoints:
+            self.request_duration.labels(endpoint=endpoint)
+        for code in error_codes:
+            self.errors.labels(code=code)
+        for reason in DropReason:
+            self.dropped.labels(reason=reason.value)
+
+    def watch_batcher(self, statistics: Callable[[], BatcherStatistics]) -> None:
+        """Read queue depth and busy workers from the batcher at every scrape."""
+        self.queue_depth.set_function(lambda: statistics().queue_depth)
+        self.workers_busy.set_function(lambda: statistics().busy_workers)
+
+    def set_model_info(self, **labels: str) -> None:
+        """Publish the model description as the labels of ``batchserve_model_info``."""
+        self.model_info.clear()
+        self.model_info.labels(**labels).set(1)
+
+    def observe_request(self, endpoint: str, status: int, duration_s: float) -> None:
+        """Count one answered request and its latency."""
+        self.requests.labels(endpoint=endpoint, status=str(status)).inc()
+        self.request_duration.labels(endpoint=endpoint).observe(duration_s)
+
+    def on_batch(self, record: BatchRecord) -> None:
+        """Batcher observer hook: one call per batch."""
+        self.batch_size.observe(record.size)
+        self.inference_duration.observe(record.run_s)
+        for wait in record.queue_waits_s:
+            self.queue_wait.observe(wait)
+
+    def on_drop(self, reason: DropReason) -> None:
+        """Batcher observer hook: one call per item dropped without compute."""
+        self.dropped.labels(reason=reason.value).inc()
+
+    def exposition(self, accept_header: str) -> tuple[bytes, str]:
+        """The registry in the format the scraper asked for (Prometheus text or OpenMetrics)."""
+        encoder, content_type = choose_encoder(accept_header)
+        return encoder(self.registry), content_type

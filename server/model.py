@@ -1,0 +1,186 @@
+"""Loading a torchvision classifier: resolving its weights, labels and preprocessing.
+
+``BATCHSERVE_WEIGHTS`` chooses where the parameters come from: ``DEFAULT`` (the
+model's best registry weights), a registry enum name such as ``IMAGENET1K_V1``,
+a path to a ``state_dict`` file, or ``random``. Labels and preprocessing always
+come from a registry entry: the chosen one, or the model's default for
+``random`` and files.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlparse
+
+import torch
+import torchvision.models
+from torch import nn
+from torchvision.models import Weights, WeightsEnum, get_model, get_model_weights, list_models
+
+from server.preprocess import PreprocessSpec
+
+logger = logging.getLogger(__name__)
+
+RANDOM: Final = "random"
+_DOWNLOAD_TIMEOUT_S: Final = 60.0
+
+
+class ModelLoadError(Exception):
+    """The model or its weights cannot be loaded; the message names the remedy."""
+
+
+@dataclass(frozen=True, slots=True)
+class WeightsChoice:
+    """Where the parameters come from, and the registry entry that gives labels/preprocessing."""
+
+    model: str
+    source: str  # "registry", "file" or "random"
+    entry: Weights
+    path: Path | None = None
+
+    @property
+    def label(self) -> str:
+        """A name for /info and logs: the enum name, the file path, or ``random``."""
+        if self.source == "file":
+            return str(self.path)
+        if self.source == RANDOM:
+            return RANDOM
+        return f"{type(self.entry).__name__}.{self.entry.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A classifier in eval mode with everything needed to serve it."""
+
+    module: nn.Module
+    name: str
+    weights: WeightsChoice
+    categories: tuple[str, ...]
+    preprocess: PreprocessSpec
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the model scores."""
+        return len(self.categories)
+
+
+def available_models() -> list[str]:
+    """Every torchvision classification model name."""
+    return list(list_models(module=torchvision.models))
+
+
+def resolve_weights(model: str, weights: str) -> WeightsChoice:
+    """Turn the ``MODEL``/``WEIGHTS`` settings into a :class:`WeightsChoice`, or explain why not."""
+    if model not in available_models():
+        raise ModelLoadError(
+            f"unknown model {model!r}: BATCHSERVE_MODEL must be a torchvision classification "
+            f"model, one of: {', '.join(available_models())}"
+        )
+    registry: type[WeightsEnum] = get_model_weights(model)
+    default = registry.DEFAULT
+    if weights.lower() == RANDOM:
+        return WeightsChoice(model, RANDOM, default)
+    if weights.upper() == "DEFAULT":
+        return WeightsChoice(model, "registry", default)
+    name = weights.rsplit(".", 1)[-1].upper()
+    if name in registry.__members__:
+        return WeightsChoice(model, "registry", registry[name])
+    return _file_choice(model, weights, default, registry)
+
+
+def _file_choice(model: str, weights: str, default: Weights, registry: Any) -> WeightsChoice:
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return WeightsChoice(model, "file", default, path)
+    names = ", ".join(["DEFAULT", *registry.__members__, RANDOM])
+    raise ModelLoadError(
+        f"BATCHSERVE_WEIGHTS={weights!r} is neither a weights name of {model} ({names}) "
+        "nor an existing state_dict file"
+    )
+
+
+def cached_weights_path(entry: Weights) -> Path:
+    """Where torch.hub keeps the downloaded file (under ``$TORCH_HOME/hub/checkpoints``)."""
+    filename = Path(urlparse(entry.url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def ensure_weights(choice: WeightsChoice) -> Path | None:
+    """Make the weights file available locally, downloading registry weights once."""
+    if choice.source == RANDOM:
+        return None
+    if choice.source == "file":
+        return choice.path
+    target = cached_weights_path(choice.entry)
+    if not target.is_file():
+        _download(choice, target)
+    return target
+
+
+def _download(choice: WeightsChoice, target: Path) -> None:
+    logger.info("downloading %s weights from %s to %s", choice.label, choice.entry.url, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)  # urllib inside torch.hub sets none
+    try:
+        torch.hub.download_url_to_file(choice.entry.url, str(target), progress=False)
+    except Exception as exc:
+        raise ModelLoadError(_download_remedy(choice, target, exc)) from exc
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _download_remedy(choice: WeightsChoice, target: Path, exc: Exception) -> str:
+    return (
+        f"could not download the {choice.label} weights for {choice.model} from "
+        f"{choice.entry.url}: {exc}\n"
+        "Remedies:\n"
+        f"  - allow this machine to reach download.pytorch.org once (the file is cached in "
+        f"{target.parent}, set TORCH_HOME to move it), or copy the file there;\n"
+        "  - or set BATCHSERVE_WEIGHTS=/path/to/state_dict.pth to load a local file;\n"
+        "  - or set BATCHSERVE_WEIGHTS=random for an offline trial (predictions are meaningless)."
+    )
+
+
+def load_model(choice: WeightsChoice) -> LoadedModel:
+    """Build the model, load its parameters, and put it in eval mode (on the CPU)."""
+    categories = tuple(choice.entry.meta["categories"])
+    module = get_model(choice.model, weights=None, num_classes=len(categories))
+    path = ensure_weights(choice)
+    if path is not None:
+        _load_state_dict(module, path, choice)
+    else:
+        logger.warning("serving %s with RANDOM weights: predictions are meaningless", choice.model)
+    module.eval()
+    return LoadedModel(module, choice.model, choice, categories, preprocess_spec(choice.entry))
+
+
+def _load_state_dict(module: nn.Module, path: Path, choice: WeightsChoice) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        module.load_state_dict(state)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"could not load weights for {choice.model} from {path}: {exc}\n"
+            "The file must be a state_dict saved with torch.save(model.state_dict(), path) "
+            f"for torchvision's {choice.model}; delete a damaged download to fetch it again, "
+            "or set BATCHSERVE_WEIGHTS=random for an offline trial."
+        ) from exc
+
+
+def preprocess_spec(entry: Weights) -> PreprocessSpec:
+    """Read resize/crop sizes, normalisation and interpolation from the weights' transforms."""
+    transform = entry.transforms()
+    return PreprocessSpec(
+        resize_size=int(transform.resize_size[0]),
+        crop_size=int(transform.crop_size[0]),
+        mean=tuple(float(m) for m in transform.mean),  # type: ignore[arg-type]
+        std=tuple(float(s) for s in transform.std),  # type: ignore[arg-type]
+        interpolation=str(transform.interpolation.value),
+    )

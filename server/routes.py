@@ -1,0 +1,204 @@
+"""The HTTP endpoints. Handlers stay thin: the service does the work, errors.py maps failures."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from typing import Annotated, Any, Final
+
+import PIL
+import torch
+import torchvision
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from batcher import BatcherError
+from server import __version__, preprocess
+from server.errors import ApiError, ErrorCode, from_batcher_error, from_image_error, respond
+from server.inference import MAX_TOP_K
+from server.schemas import (
+    BatchingInfo,
+    InfoResponse,
+    Prediction,
+    PredictResponse,
+    PreprocessingInfo,
+    StatusResponse,
+    Timing,
+    error_responses,
+)
+from server.service import Classification, ClassificationService
+from server.upload import FIELD, cancel_on_disconnect, read_image_bytes
+
+router = APIRouter()
+
+_MULTIPART_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FIELD],
+                    "properties": {
+                        FIELD: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The image: JPEG, PNG, WebP, GIF, BMP or TIFF",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _service(request: Request) -> ClassificationService:
+    service: ClassificationService = request.app.state.service
+    return service
+
+
+def _ensure_accepting(service: ClassificationService) -> None:
+    if not service.ready:
+        raise ApiError(ErrorCode.NOT_READY, _not_ready_reason(service))
+    stats = service.batcher.statistics()
+    # Refuse before reading and decoding the body: a full queue would refuse it anyway.
+    if stats.queue_depth >= stats.max_queue_size:
+        raise ApiError(ErrorCode.OVERLOADED, "the server is at capacity; retry shortly")
+
+
+def _not_ready_reason(service: ClassificationService) -> str:
+    if service.failure:
+        return service.failure
+    if service.draining:
+        return "the server is shutting down"
+    return "the model is loading or warming up"
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    summary="Classify one image",
+    responses=error_responses(400, 413, 415, 422, 500, 503, 504),
+    openapi_extra=_MULTIPART_BODY,
+)
+async def predict(
+    request: Request,
+    top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many classes")] = 5,
+) -> PredictResponse:
+    """Upload one image (multipart field ``file``); get its top-k classes."""
+    service = _service(request)
+    _ensure_accepting(service)
+    data = await read_image_bytes(request, service.settings.max_upload_bytes)
+    arrived_at: float = request.state.arrived_at
+    deadline = arrived_at + service.settings.request_timeout_s
+    try:
+        result = await cancel_on_disconnect(request, service.classify(data, arrived_at, deadline))
+    except preprocess.ImageError as exc:
+        raise from_image_error(exc) from exc
+    except BatcherError as exc:
+        raise from_batcher_error(exc) from exc
+    return _answer(request, service, result, top_k)
+
+
+def _answer(
+    request: Request, service: ClassificationService, result: Classification, top_k: int
+) -> PredictResponse:
+    assert service.model is not None
+    categories = service.model.categories
+    predictions = [
+        Prediction(index=i, label=categories[i], probability=p) for i, p in result.row.top[:top_k]
+    ]
+    total_s = asyncio.get_running_loop().time() - request.state.arrived_at
+    timing = Timing(
+        preprocess=round(result.preprocess_s * 1000, 3),
+        queue=round(result.queue_s * 1000, 3),
+        inference=round(result.row.inference_s * 1000, 3),
+        total=round(total_s * 1000, 3),
+    )
+    return PredictResponse(
+        predictions=predictions,
+        model=service.model.name,
+        weights=service.describe_weights(),
+        batch_size=result.row.batch_size,
+        timing_ms=timing,
+        request_id=request.state.request_id,
+    )
+
+
+@router.get("/health", response_model=StatusResponse, summary="Liveness")
+async def health() -> StatusResponse:
+    """200 while the process is alive; never touches the model."""
+    return StatusResponse(status="ok")
+
+
+@router.get(
+    "/ready", response_model=StatusResponse, summary="Readiness", responses=error_responses(503)
+)
+async def ready(request: Request) -> StatusResponse | JSONResponse:
+    """200 once the model is loaded and warmed up; 503 before that and while draining."""
+    service = _service(request)
+    if not service.ready:
+        return respond(request, ApiError(ErrorCode.NOT_READY, _not_ready_reason(service)))
+    return StatusResponse(status="ready")
+
+
+@router.get("/info", response_model=InfoResponse, summary="Model and settings")
+async def info(request: Request) -> InfoResponse:
+    """The served model, its preprocessing, device, precision, batching settings and versions."""
+    service = _service(request)
+    settings = service.settings
+    model = service.model
+    if model is None:
+        raise ApiError(ErrorCode.NOT_READY, "the model is not loaded yet")
+    spec = model.preprocess
+    return InfoResponse(
+        model=model.name,
+        weights=model.weights.label,
+        random_weights=model.weights.source == "random",
+        num_classes=model.num_classes,
+        input_size=[3, spec.crop_size, spec.crop_size],
+        preprocessing=PreprocessingInfo(
+            resize_size=spec.resize_size,
+            crop_size=spec.crop_size,
+            mean=list(spec.mean),
+            std=list(spec.std),
+            interpolation=spec.interpolation,
+            background=list(preprocess.BACKGROUND_RGB),
+        ),
+        device=str(service.device),
+        precision=service.precision,
+        threads_per_worker=service.threads_per_worker,
+        batching=BatchingInfo(
+            max_batch_size=settings.max_batch_size,
+            max_batch_wait_ms=settings.max_batch_wait_ms,
+            max_queue_size=settings.max_queue_size,
+            workers=service.workers,
+        ),
+        limits={
+            "max_upload_mb": settings.max_upload_mb,
+            "max_image_pixels": settings.max_image_pixels,
+            "request_timeout_s": settings.request_timeout_s,
+            "max_top_k": MAX_TOP_K,
+            "formats": list(preprocess.ALLOWED_FORMATS),
+        },
+        versions={
+            "batchserve": __version__,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "pillow": PIL.__version__,
+            "python": platform.python_version(),
+        },
+    )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(request: Request) -> Response:
+    """Every ``batchserve_*`` metric plus process metrics, in Prometheus text format."""
+    body, content_type = _service(request).metrics.exposition(request.headers.get("accept", ""))
+    return Response(body, media_type=content_type)

@@ -1,0 +1,97 @@
+"""The JSON bodies of the API, as pydantic models (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Prediction(BaseModel):
+    """One class of the top-k answer."""
+
+    index: int = Field(description="Class index in the model's output", examples=[281])
+    label: str = Field(description="Human-readable class name", examples=["tabby"])
+    probability: float = Field(ge=0, le=1, description="Softmax probability", examples=[0.62])
+
+
+class Timing(BaseModel):
+    """Milliseconds spent in each stage of this request."""
+
+    preprocess: float = Field(description="Reading, decoding and transforming the upload")
+    queue: float = Field(description="Waiting in the batcher for a batch to start")
+    inference: float = Field(description="The batched forward pass, softmax and top-k")
+    total: float = Field(description="From request arrival to the answer")
+
+
+class PredictResponse(BaseModel):
+    """The answer to ``POST /predict``."""
+
+    predictions: list[Prediction] = Field(description="Most probable first")
+    model: str = Field(examples=["resnet50"])
+    weights: str = Field(examples=["ResNet50_Weights.IMAGENET1K_V2"])
+    batch_size: int = Field(ge=1, description="Real requests in the batch that served this one")
+    timing_ms: Timing
+    request_id: str
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong, for machines (``code``) and people (``message``)."""
+
+    code: str = Field(examples=["invalid_image"])
+    message: str
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error response has this shape."""
+
+    error: ErrorDetail
+
+
+class StatusResponse(BaseModel):
+    """The answer of the liveness and readiness probes."""
+
+    status: str = Field(examples=["ok"])
+
+
+class BatchingInfo(BaseModel):
+    """The batcher's settings."""
+
+    max_batch_size: int
+    max_batch_wait_ms: float
+    max_queue_size: int
+    workers: int
+
+
+class PreprocessingInfo(BaseModel):
+    """How uploads are transformed before the model sees them."""
+
+    resize_size: int
+    crop_size: int
+    mean: list[float]
+    std: list[float]
+    interpolation: str
+    background: list[int] = Field(description="RGB that transparent pixels are composited on")
+
+
+class InfoResponse(BaseModel):
+    """The answer to ``GET /info``."""
+
+    model: str
+    weights: str
+    random_weights: bool = Field(description="True when predictions are meaningless")
+    num_classes: int
+    input_size: list[int] = Field(description="Channels, height, width")
+    preprocessing: PreprocessingInfo
+    device: str
+    precision: str
+    threads_per_worker: int
+    batching: BatchingInfo
+    limits: dict[str, Any]
+    versions: dict[str, str]
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting the error body for ``statuses``."""
+    return {status: {"model": ErrorResponse} for status in statuses}

@@ -1,0 +1,155 @@
+"""The classification service: model, decode pool, batcher and worker pool, with a lifecycle.
+
+It adapts the generic :class:`~batcher.MicroBatcher` to the model: items are
+preprocessed tensors, results are :class:`~server.inference.Row` values, and a
+batch runs on a thread of the inference pool so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+
+from batcher import MicroBatcher
+from server import preprocess
+from server.config import Settings
+from server.inference import (
+    InferenceEngine,
+    Row,
+    configure_threads,
+    resolve_device,
+    resolve_precision,
+    resolve_workers,
+)
+from server.metrics import Metrics
+from server.model import LoadedModel, load_model, resolve_weights
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """One request's answer and where its time went (seconds)."""
+
+    row: Row
+    preprocess_s: float
+    queue_s: float
+
+
+class ClassificationService:
+    """Owns everything between an uploaded image and its top-k answer."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.device = resolve_device(settings.device)
+        self.precision = resolve_precision(settings.precision, self.device)
+        self.workers = resolve_workers(settings.workers, self.device)
+        self.threads_per_worker = 1
+        self.model: LoadedModel | None = None
+        self.warm = False
+        self.draining = False
+        self.failure: str | None = None
+        self._engine: InferenceEngine | None = None
+        self._batcher: MicroBatcher[torch.Tensor, Row] | None = None
+        self._warm_up_task: asyncio.Task[None] | None = None
+        self._decode_pool = ThreadPoolExecutor(
+            settings.resolved_preprocess_threads(), thread_name_prefix="decode"
+        )
+        self._inference_pool = ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, warmed up, batcher alive, and not draining."""
+        alive = self._batcher is not None and self._batcher.running
+        return self.warm and alive and not self.draining
+
+    @property
+    def batcher(self) -> MicroBatcher[torch.Tensor, Row]:
+        """The running batcher; only valid after ``start``."""
+        if self._batcher is None:
+            raise RuntimeError("the service has not been started")
+        return self._batcher
+
+    async def start(self) -> None:
+        """Load the model (failing fast), start the batcher, and warm up in the background."""
+        choice = resolve_weights(self.settings.model, self.settings.weights)
+        loop = asyncio.get_running_loop()
+        self.model = await loop.run_in_executor(self._inference_pool, load_model, choice)
+        self.threads_per_worker = configure_threads(self.device, self.workers)
+        self._engine = InferenceEngine(self.model, self.device, self.precision)
+        self._batcher = MicroBatcher(
+            self._run_batch,
+            max_batch_size=self.settings.max_batch_size,
+            max_wait_s=self.settings.max_batch_wait_s,
+            max_queue_size=self.settings.max_queue_size,
+            workers=self.workers,
+            observer=self.metrics,
+        )
+        self.metrics.watch_batcher(self._batcher.statistics)
+        self._batcher.start()
+        self._warm_up_task = asyncio.create_task(self._warm_up(), name="warm-up")
+
+    async def _warm_up(self) -> None:
+        assert self._engine is not None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._inference_pool, self._engine.warm_up, self.settings.max_batch_size
+            )
+        except Exception as exc:
+            self.failure = f"warm-up failed: {type(exc).__name__}: {exc}"
+            logger.exception("warm-up failed; the server will never report ready")
+            return
+        self.warm = True
+        logger.info("ready: %s on %s (%s)", self.describe_weights(), self.device, self.precision)
+
+    async def wait_ready(self) -> None:
+        """Wait for the warm-up to end (used by tests and tools)."""
+        if self._warm_up_task is not None:
+            await asyncio.shield(self._warm_up_task)
+
+    def describe_weights(self) -> str:
+        """The weights label, or a placeholder before loading."""
+        return self.model.weights.label if self.model else "not loaded"
+
+    async def classify(self, data: bytes, arrived_at: float, deadline: float) -> Classification:
+        """Preprocess ``data`` off the loop, then queue it for a batch and await its row."""
+        loop = asyncio.get_running_loop()
+        assert self.model is not None
+        tensor = await loop.run_in_executor(
+            self._decode_pool,
+            preprocess.preprocess,
+            data,
+            self.model.preprocess,
+            self.settings.max_image_pixels,
+        )
+        submitted_at = loop.time()
+        preprocess_s = submitted_at - arrived_at
+        self.metrics.preprocess_duration.observe(preprocess_s)
+        row = await self.batcher.submit(tensor, deadline=deadline)
+        queue_s = max(0.0, loop.time() - submitted_at - row.inference_s)
+        return Classification(row, preprocess_s, queue_s)
+
+    async def _run_batch(self, items: Sequence[torch.Tensor]) -> list[Row]:
+        assert self._engine is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._inference_pool, self._engine.run, items)
+
+    async def aclose(self) -> None:
+        """Stop taking work, finish queued and running batches (bounded), free the pools."""
+        self.draining = True
+        started = time.monotonic()
+        if self._warm_up_task is not None and not self._warm_up_task.done():
+            self._warm_up_task.cancel()
+        if self._batcher is not None:
+            await self._batcher.aclose(timeout_s=self.settings.shutdown_timeout_s)
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self._inference_pool.shutdown(wait=False, cancel_futures=True)
+        logger.info("drained and stopped in %.2fs", time.monotonic() - started)

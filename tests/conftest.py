@@ -1,0 +1,105 @@
+"""Shared fixtures: real photos, and a real batchserve (uvicorn) running in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from server.app import create_app
+from server.config import Settings
+from server.service import ClassificationService
+
+DATA = Path(__file__).parent / "data"
+PHOTOS = ("cat.jpg", "cat_cmyk.jpg", "coffee.webp", "camera_gray.png", "horse_rgba.png",
+          "animated.gif", "astronaut.jpg")  # fmt: skip
+
+
+def photo(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests: random weights, small batches, no .env from the developer's tree."""
+    values: dict[str, Any] = {
+        "model": "resnet50",
+        "weights": "random",
+        "max_batch_size": 4,
+        "max_batch_wait_ms": 20,
+        "preprocess_threads": 2,
+    }
+    return Settings(_env_file=None, **{**values, **overrides})  # type: ignore[call-arg]
+
+
+@dataclass
+class RunningServer:
+    """A batchserve app served by uvicorn on a free port in a background thread."""
+
+    app: FastAPI
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def service(self) -> ClassificationService:
+        service: ClassificationService = self.app.state.service
+        return service
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 60), **kwargs)
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self.client() as client:
+            while client.get("/ready").status_code != 200:
+                assert time.monotonic() < deadline, "server never became ready"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+
+
+def start_server(app: FastAPI, *, wait_ready: bool = True) -> RunningServer:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    running = RunningServer(app, f"http://127.0.0.1:{port}", server, thread)
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert thread.is_alive(), "server thread died during startup"
+        assert time.monotonic() < deadline, "server never started"
+        time.sleep(0.02)
+    if wait_ready:
+        running.wait_ready()
+    return running
+
+
+@pytest.fixture(scope="session")
+def resnet_server() -> Iterator[RunningServer]:
+    """One ResNet-50 (random weights) server shared by the API tests that do not reconfigure it."""
+    running = start_server(create_app(make_settings()))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def api(resnet_server: RunningServer) -> Iterator[httpx.Client]:
+    with resnet_server.client() as client:
+        yield client
