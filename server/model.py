@@ -49,7 +49,9 @@ class WeightsChoice:
             return str(self.path)
         if self.source == RANDOM:
             return RANDOM
-        return f"{type(self.entry).__name__}.{self.entry.name}"
+        if isinstance(self.entry, WeightsEnum):
+            return f"{type(self.entry).__name__}.{self.entry.name}"
+        return Path(urlparse(self.entry.url).path).name
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,7 @@ def _file_choice(model: str, weights: str, default: Weights, registry: Any) -> W
     path = Path(weights).expanduser()
     if path.is_file():
         return WeightsChoice(model, "file", default, path)
-    names = ", ".join(["DEFAULT", *registry.__members__, RANDOM])
+    names = ", ".join(["DEFAULT", *(member.name for member in registry), RANDOM])
     raise ModelLoadError(
         f"BATCHSERVE_WEIGHTS={weights!r} is neither a weights name of {model} ({names}) "
         "nor an existing state_dict file"

@@ -194,4 +194,4 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     else:
         wide = np.clip(values.astype(np.int64), 0, 65535)
         eight_bit = ((wide * 255 + 32767) // 65535).astype(np.uint8)
-    return Image.fromarray(eight_bit, mode="L").convert("RGB")
+    return Image.fromarray(eight_bit).convert("RGB")

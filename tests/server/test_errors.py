@@ -1,0 +1,44 @@
+"""The single mapping from domain errors to API errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from batcher import BatcherClosedError, BatchFailedError, DeadlineExceededError, QueueFullError
+from server import preprocess
+from server.errors import STATUS, ApiError, ErrorCode, from_batcher_error, from_image_error
+
+
+def test_every_code_has_a_status() -> None:
+    assert set(STATUS) == set(ErrorCode)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (QueueFullError(), ErrorCode.OVERLOADED),
+        (BatcherClosedError(), ErrorCode.NOT_READY),
+        (BatchFailedError(), ErrorCode.INFERENCE_FAILED),
+        (DeadlineExceededError(), ErrorCode.DEADLINE_EXCEEDED),
+    ],
+)
+def test_batcher_errors_map_to_their_codes(error: Exception, code: ErrorCode) -> None:
+    assert from_batcher_error(error).code == code  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (preprocess.ImageTooLargeError("x"), ErrorCode.IMAGE_TOO_LARGE),
+        (preprocess.UnsupportedImageFormatError("x"), ErrorCode.UNSUPPORTED_IMAGE_FORMAT),
+        (preprocess.InvalidImageError("x"), ErrorCode.INVALID_IMAGE),
+    ],
+)
+def test_image_errors_map_to_their_codes(error: preprocess.ImageError, code: ErrorCode) -> None:
+    assert from_image_error(error).code == code
+
+
+def test_only_the_503s_carry_retry_after() -> None:
+    assert ApiError(ErrorCode.OVERLOADED, "x").headers() == {"Retry-After": "1"}
+    assert ApiError(ErrorCode.NOT_READY, "x").headers() == {"Retry-After": "1"}
+    assert ApiError(ErrorCode.DEADLINE_EXCEEDED, "x").headers() == {}

@@ -1,0 +1,97 @@
+"""Device, precision and worker choice, and batched forward passes that give per-item rows."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from server.inference import (
+    MAX_TOP_K,
+    DeviceError,
+    InferenceEngine,
+    configure_threads,
+    resolve_device,
+    resolve_precision,
+    resolve_workers,
+)
+from server.model import load_model, resolve_weights
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def engine() -> InferenceEngine:
+    torch.manual_seed(0)
+    return InferenceEngine(load_model(resolve_weights("mobilenet_v2", "random")), CPU, "fp32")
+
+
+def test_auto_device_is_cuda_when_available_else_cpu() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == CPU
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_it_is_a_clear_error() -> None:
+    with pytest.raises(DeviceError, match=r"^BATCHSERVE_DEVICE=cuda but no CUDA device"):
+        resolve_device("cuda")
+
+
+def test_precision_auto_is_fp32_on_the_cpu_and_fp16_needs_cuda() -> None:
+    assert resolve_precision("auto", CPU) == "fp32"
+    assert resolve_precision("bf16", CPU) == "bf16"
+    with pytest.raises(DeviceError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", CPU)
+
+
+def test_workers_auto_is_one_on_the_cpu_and_two_on_cuda() -> None:
+    assert resolve_workers("auto", CPU) == 1
+    assert resolve_workers("auto", torch.device("cuda")) == 2
+    assert resolve_workers(3, CPU) == 3
+
+
+def test_cpu_threads_are_split_between_workers() -> None:
+    previous = torch.get_num_threads()
+    try:
+        assert configure_threads(CPU, 1) == (os.cpu_count() or 1)
+        assert configure_threads(CPU, 64) == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_a_batch_gives_one_sorted_row_per_item_in_order(engine: InferenceEngine) -> None:
+    torch.manual_seed(1)
+    items = [torch.randn(3, 224, 224) for _ in range(3)]
+    rows = engine.run(items)
+    assert len(rows) == 3
+    for row in rows:
+        assert row.batch_size == 3
+        assert row.inference_s > 0
+        assert len(row.top) == MAX_TOP_K
+        probabilities = [p for _, p in row.top]
+        assert probabilities == sorted(probabilities, reverse=True)
+    for item, row in zip(items, rows, strict=True):
+        alone = engine.run([item])[0]
+        assert [i for i, _ in alone.top[:5]] == [i for i, _ in row.top[:5]]
+        for (_, p_alone), (_, p_batch) in zip(alone.top, row.top, strict=True):
+            assert p_alone == pytest.approx(p_batch, abs=1e-4)
+
+
+def test_bf16_agrees_with_fp32_on_the_top_class() -> None:
+    torch.manual_seed(0)
+    model = load_model(resolve_weights("mobilenet_v2", "random"))
+    item = torch.randn(3, 224, 224)
+    fp32 = InferenceEngine(model, CPU, "fp32").run([item])[0]
+    bf16 = InferenceEngine(model, CPU, "bf16").run([item])[0]
+    assert bf16.top[0][0] == fp32.top[0][0] or abs(bf16.top[0][1] - fp32.top[0][1]) < 0.05
+
+
+def test_warm_up_runs_every_batch_size(engine: InferenceEngine, monkeypatch) -> None:
+    sizes: list[int] = []
+    real_run = engine.run
+    monkeypatch.setattr(engine, "run", lambda batch: sizes.append(len(batch)) or real_run(batch))
+    engine.warm_up(3)
+    assert sizes == [1, 2, 3]

@@ -1,0 +1,54 @@
+"""Metrics: names, buckets, initialised series, and the batcher observer adapter."""
+
+from __future__ import annotations
+
+from batcher import BatchRecord, DropReason
+from server.metrics import Metrics, batch_size_buckets
+
+
+def _metrics() -> Metrics:
+    return Metrics(max_batch_size=8, endpoints=["/predict"], error_codes=["invalid_image"])
+
+
+def test_batch_size_buckets_are_powers_of_two_up_to_the_max() -> None:
+    assert batch_size_buckets(1) == (1.0,)
+    assert batch_size_buckets(8) == (1.0, 2.0, 4.0, 8.0)
+    assert batch_size_buckets(12) == (1.0, 2.0, 4.0, 8.0, 12.0)
+
+
+def test_labelled_series_exist_from_the_start() -> None:
+    text = _metrics().exposition("")[0].decode()
+    assert 'batchserve_errors_total{code="invalid_image"} 0.0' in text
+    for reason in DropReason:
+        assert f'batchserve_dropped_total{{reason="{reason.value}"}} 0.0' in text
+    assert 'batchserve_request_duration_seconds_count{endpoint="/predict"} 0.0' in text
+
+
+def test_the_observer_hooks_feed_batch_queue_and_drop_metrics() -> None:
+    metrics = _metrics()
+    metrics.on_batch(BatchRecord(size=3, queue_waits_s=(0.001, 0.002, 0.003), run_s=0.2, ok=True))
+    metrics.on_drop(DropReason.DEADLINE)
+    text = metrics.exposition("")[0].decode()
+    assert 'batchserve_batch_size_bucket{le="4.0"} 1.0' in text
+    assert "batchserve_queue_wait_seconds_count 3.0" in text
+    assert "batchserve_inference_duration_seconds_count 1.0" in text
+    assert 'batchserve_dropped_total{reason="deadline"} 1.0' in text
+
+
+def test_openmetrics_is_served_when_asked_for() -> None:
+    body, content_type = _metrics().exposition("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.decode().rstrip().endswith("# EOF")
+
+
+def test_model_info_is_one_series_with_value_one() -> None:
+    metrics = _metrics()
+    labels = {
+        "model": "m", "weights": "w", "device": "cpu", "precision": "fp32",
+        "max_batch_size": "8", "workers": "1",
+    }  # fmt: skip
+    metrics.set_model_info(**labels)
+    metrics.set_model_info(**{**labels, "model": "n"})
+    text = metrics.exposition("")[0].decode()
+    assert text.count("batchserve_model_info{") == 1
+    assert 'model="n"' in text

@@ -1,0 +1,186 @@
+"""The service under control: overload, deadlines, disconnects, model failures, readiness."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import httpx
+import pytest
+import torch
+
+from batcher import DropReason
+from server.app import create_app
+from server.errors import ErrorCode
+from server.inference import InferenceEngine, Row
+from tests.conftest import RunningServer, make_settings, photo, start_server
+from tests.server.test_routes import _post, assert_error
+
+
+class GatedEngine:
+    """Wraps the real engine's ``run``: records batch sizes, can block or fail on demand."""
+
+    def __init__(self, run: Callable[[Sequence[torch.Tensor]], list[Row]]) -> None:
+        self._run = run
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Semaphore(0)
+        self.batch_sizes: list[int] = []
+        self.fail_next: Exception | None = None
+
+    def __call__(self, batch: Sequence[torch.Tensor]) -> list[Row]:
+        self.batch_sizes.append(len(batch))
+        self.started.release()
+        assert self.gate.wait(timeout=60)
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        return self._run(batch)
+
+
+@pytest.fixture(scope="module")
+def controlled() -> Iterator[tuple[RunningServer, GatedEngine]]:
+    settings = make_settings(
+        model="mobilenet_v2", max_batch_size=1, max_queue_size=2, request_timeout_s=1.5
+    )
+    running = start_server(create_app(settings))
+    engine = running.service._engine
+    assert engine is not None
+    gated = GatedEngine(engine.run)
+    engine.run = gated  # type: ignore[method-assign]
+    yield running, gated
+    gated.gate.set()
+    running.stop()
+
+
+@pytest.fixture
+def server(controlled) -> Iterator[RunningServer]:
+    running, gated = controlled
+    gated.gate.set()
+    gated.batch_sizes.clear()
+    gated.started = threading.Semaphore(0)
+    yield running
+    gated.gate.set()
+
+
+@pytest.fixture
+def engine(controlled) -> GatedEngine:
+    return controlled[1]
+
+
+def _wait_until(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
+
+
+def _background_post(
+    pool: ThreadPoolExecutor, server: RunningServer, **kwargs
+) -> Future[httpx.Response]:
+    def post() -> httpx.Response:
+        with server.client(**kwargs) as client:
+            return _post(client, photo("cat.jpg"))
+
+    return pool.submit(post)
+
+
+def _occupy_worker(pool, server, engine: GatedEngine) -> Future[httpx.Response]:
+    engine.gate.clear()
+    busy = _background_post(pool, server)
+    assert engine.started.acquire(timeout=30)
+    return busy
+
+
+def test_past_the_queue_bound_requests_get_overloaded_at_once(server, engine) -> None:
+    with ThreadPoolExecutor(4) as pool, server.client() as client:
+        busy = _occupy_worker(pool, server, engine)
+        queued = [_background_post(pool, server) for _ in range(2)]
+        _wait_until(lambda: server.service.batcher.statistics().queue_depth == 2)
+        refused = _post(client, photo("cat.jpg"))
+        assert_error(refused, ErrorCode.OVERLOADED)
+        assert refused.headers["retry-after"] == "1"
+        engine.gate.set()
+        assert [f.result().status_code for f in (busy, *queued)] == [200, 200, 200]
+
+
+def test_a_request_queued_past_its_deadline_gets_504_and_is_never_computed(server, engine) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        busy = _occupy_worker(pool, server, engine)
+        late = _background_post(pool, server)
+        response = late.result(timeout=30)
+        # The worker is still blocked: the 504 came at the deadline, not after the batch.
+        assert not busy.done()
+        assert_error(response, ErrorCode.DEADLINE_EXCEEDED)
+        engine.gate.set()
+        assert busy.result().status_code == 200
+    assert engine.batch_sizes == [1]
+    assert server.service.batcher.statistics().dropped[DropReason.DEADLINE] >= 1
+
+
+def test_a_client_that_leaves_while_queued_costs_no_compute(server, engine) -> None:
+    dropped_before = server.service.batcher.statistics().dropped.get(DropReason.CANCELLED, 0)
+    with ThreadPoolExecutor(2) as pool:
+        busy = _occupy_worker(pool, server, engine)
+        leaving = _background_post(pool, server, timeout=0.5)
+        with pytest.raises(httpx.ReadTimeout):
+            leaving.result(timeout=30)
+        _wait_until(lambda: server.service.batcher.statistics().queue_depth == 0)
+        engine.gate.set()
+        assert busy.result().status_code == 200
+    assert engine.batch_sizes == [1]
+    dropped = server.service.batcher.statistics().dropped[DropReason.CANCELLED]
+    assert dropped == dropped_before + 1
+
+
+def test_a_failing_forward_fails_only_its_request_and_the_server_keeps_serving(
+    server, engine
+) -> None:
+    engine.fail_next = RuntimeError("simulated kernel failure")
+    with server.client() as client:
+        failed = _post(client, photo("cat.jpg"))
+        body = assert_error(failed, ErrorCode.INFERENCE_FAILED)
+        assert "simulated" not in body["error"]["message"]
+        assert _post(client, photo("cat.jpg")).status_code == 200
+
+
+def test_a_bug_is_internal_error_without_a_traceback(server, monkeypatch) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(server.service, "classify", broken)
+    with server.client() as client:
+        response = _post(client, photo("cat.jpg"))
+        assert_error(response, ErrorCode.INTERNAL_ERROR)
+        assert "KeyError" not in response.text
+        metrics = client.get("/metrics").text
+    assert 'batchserve_errors_total{code="internal_error"} 1.0' in metrics
+
+
+def test_not_ready_until_warm_and_health_answers_meanwhile(monkeypatch) -> None:
+    released = threading.Event()
+    real_warm_up = InferenceEngine.warm_up
+
+    def gated_warm_up(self: InferenceEngine, max_batch_size: int) -> None:
+        assert released.wait(timeout=60)
+        real_warm_up(self, max_batch_size)
+
+    monkeypatch.setattr(InferenceEngine, "warm_up", gated_warm_up)
+    running = start_server(create_app(make_settings(model="mobilenet_v2")), wait_ready=False)
+    try:
+        with running.client() as client:
+            started = time.monotonic()
+            assert client.get("/health").status_code == 200
+            assert time.monotonic() - started < 1.0
+            not_ready = client.get("/ready")
+            assert_error(not_ready, ErrorCode.NOT_READY)
+            assert not_ready.headers["retry-after"] == "1"
+            assert_error(_post(client, photo("cat.jpg")), ErrorCode.NOT_READY)
+            released.set()
+            running.wait_ready()
+            assert _post(client, photo("cat.jpg")).status_code == 200
+    finally:
+        released.set()
+        running.stop()
