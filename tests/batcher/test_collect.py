@@ -101,3 +101,37 @@ async def test_collector_skips_items_whose_callers_already_left() -> None:
     assert not collecting.done()
     queue.put(Pending(2, loop.create_future(), loop.time()))
     assert [p.item for p in await collecting] == [2]
+
+
+def _expecting_company(now: float, *, max_wait_s: float) -> tuple[PendingQueue, BatchCollector]:
+    """A queue with one item that arrived at ``100.0`` amid a tight stream of arrivals."""
+    loop = asyncio.get_running_loop()
+    queue = PendingQueue(8)
+    tracker = ArrivalTracker()
+    for t in (99.998, 99.999, 100.0):
+        tracker.record(t)
+    queue.put(Pending(1, loop.create_future(), 100.0))
+    collector = BatchCollector(
+        queue, tracker, max_batch_size=8, max_wait_s=max_wait_s, clock=lambda: now
+    )
+    return queue, collector
+
+
+async def test_max_wait_zero_never_waits_even_when_company_is_expected() -> None:
+    _, collector = _expecting_company(100.0, max_wait_s=0.0)
+    batch = await asyncio.wait_for(collector.next_batch(), timeout=5)
+    assert [p.item for p in batch] == [1]
+
+
+async def test_the_wait_clock_starts_at_the_first_item() -> None:
+    # Inside the first item's window, with company expected: the collector waits.
+    _, waiting = _expecting_company(100.0005, max_wait_s=0.01)
+    collecting = asyncio.create_task(waiting.next_batch())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not collecting.done()
+    collecting.cancel()
+    # Once the first item has waited max_wait_s, the batch goes, company or not.
+    _, expired = _expecting_company(100.0101, max_wait_s=0.01)
+    batch = await asyncio.wait_for(expired.next_batch(), timeout=5)
+    assert [p.item for p in batch] == [1]
