@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+CompileMode = Literal["auto", "on", "off"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["text", "json"]
 
@@ -24,6 +26,8 @@ class Settings(BaseSettings):
     weights: str = "DEFAULT"
     device: str = "auto"
     precision: Precision = "auto"
+    compile: CompileMode = "auto"
+    cache_dir: Path = Path("~/.cache/batchserve")
     max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
     max_batch_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 5.0
     max_queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 128
@@ -56,7 +60,12 @@ class Settings(BaseSettings):
             raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
         return name
 
-    @field_validator("log_level", "log_format", "precision", mode="before")
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("log_level", "log_format", "precision", "compile", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -20,6 +20,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 from batcher import BatcherStatistics, BatchRecord, DropReason
+from server.inference import batch_buckets
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _QUEUE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -28,12 +29,7 @@ _STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
     """Powers of two up to the largest batch, plus the largest batch itself."""
-    buckets = {float(max_batch_size)}
-    size = 1
-    while size < max_batch_size:
-        buckets.add(float(size))
-        size *= 2
-    return tuple(sorted(buckets))
+    return tuple(float(size) for size in batch_buckets(max_batch_size))
 
 
 class Metrics:

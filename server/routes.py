@@ -168,6 +168,7 @@ async def info(request: Request) -> InfoResponse:
         ),
         device=str(service.device),
         precision=service.precision,
+        compiled=service.compiled,
         threads_per_worker=service.threads_per_worker,
         batching=BatchingInfo(
             max_batch_size=settings.max_batch_size,

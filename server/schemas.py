@@ -86,6 +86,7 @@ class InfoResponse(BaseModel):
     preprocessing: PreprocessingInfo
     device: str
     precision: str
+    compiled: bool = Field(description="torch.compile (inductor) in use")
     threads_per_worker: int
     batching: BatchingInfo
     limits: dict[str, Any]

@@ -23,6 +23,7 @@ from server.inference import (
     InferenceEngine,
     Row,
     configure_threads,
+    resolve_compile,
     resolve_device,
     resolve_precision,
     resolve_workers,
@@ -51,6 +52,7 @@ class ClassificationService:
         self.device = resolve_device(settings.device)
         self.precision = resolve_precision(settings.precision, self.device)
         self.workers = resolve_workers(settings.workers, self.device)
+        self.compiled = resolve_compile(settings.compile, self.device, self.precision)
         self.threads_per_worker = 1
         self.model: LoadedModel | None = None
         self.warm = False
@@ -83,7 +85,14 @@ class ClassificationService:
         loop = asyncio.get_running_loop()
         self.model = await loop.run_in_executor(self._inference_pool, load_model, choice)
         self.threads_per_worker = configure_threads(self.device, self.workers)
-        self._engine = InferenceEngine(self.model, self.device, self.precision)
+        self._engine = InferenceEngine(
+            self.model,
+            self.device,
+            self.precision,
+            compiled=self.compiled,
+            max_batch_size=self.settings.max_batch_size,
+            cache_dir=self.settings.cache_dir,
+        )
         self._batcher = MicroBatcher(
             self._run_batch,
             max_batch_size=self.settings.max_batch_size,

@@ -37,6 +37,9 @@ def make_settings(**overrides: Any) -> Settings:
         "max_batch_size": 4,
         "max_batch_wait_ms": 20,
         "preprocess_threads": 2,
+        # Pinned, so that results do not depend on the CI machine's CPU features.
+        "precision": "fp32",
+        "compile": "off",
     }
     return Settings(_env_file=None, **{**values, **overrides})  # type: ignore[call-arg]
 

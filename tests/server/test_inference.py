@@ -11,7 +11,9 @@ from server.inference import (
     MAX_TOP_K,
     DeviceError,
     InferenceEngine,
+    batch_buckets,
     configure_threads,
+    resolve_compile,
     resolve_device,
     resolve_precision,
     resolve_workers,
@@ -95,3 +97,44 @@ def test_warm_up_runs_every_batch_size(engine: InferenceEngine, monkeypatch) -> 
     monkeypatch.setattr(engine, "run", lambda batch: sizes.append(len(batch)) or real_run(batch))
     engine.warm_up(3)
     assert sizes == [1, 2, 3]
+
+
+def test_bf16_is_chosen_on_the_cpu_only_where_the_hardware_has_it(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert resolve_precision("auto", CPU) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert resolve_precision("auto", CPU) == "bf16"
+
+
+def test_compile_auto_is_on_for_cpu_bf16_only() -> None:
+    assert resolve_compile("auto", CPU, "bf16")
+    assert not resolve_compile("auto", CPU, "fp32")
+    assert not resolve_compile("auto", torch.device("cuda"), "bf16")
+    assert resolve_compile("on", CPU, "fp32")
+    assert not resolve_compile("off", CPU, "bf16")
+
+
+def test_batch_buckets_are_powers_of_two_and_the_maximum() -> None:
+    assert batch_buckets(1) == (1,)
+    assert batch_buckets(8) == (1, 2, 4, 8)
+    assert batch_buckets(12) == (1, 2, 4, 8, 12)
+
+
+def test_the_compiled_path_pads_to_buckets_and_matches_eager(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = load_model(resolve_weights("mobilenet_v3_small", "random"))
+    eager = InferenceEngine(model, CPU, "fp32")
+    items = [torch.randn(3, 224, 224) for _ in range(3)]
+    expected = eager.run(items)
+    compiled = InferenceEngine(
+        model, CPU, "fp32", compiled=True, max_batch_size=4, cache_dir=tmp_path
+    )
+    assert compiled.buckets == (1, 2, 4)
+    rows = compiled.run(items)  # three real items, padded to a batch of four
+    assert [row.batch_size for row in rows] == [3, 3, 3]
+    for row, reference in zip(rows, expected, strict=True):
+        assert [i for i, _ in row.top[:5]] == [i for i, _ in reference.top[:5]]
+        for (_, p), (_, q) in zip(row.top, reference.top, strict=True):
+            assert p == pytest.approx(q, abs=1e-4)
+    assert any((tmp_path / "inductor").iterdir())

@@ -33,6 +33,8 @@ def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSERVE_")}
     env.update({f"BATCHSERVE_{k.upper()}": v for k, v in settings.items()})
     env["TORCH_HOME"] = str(tmp_path / "torch-home")
+    env.setdefault("BATCHSERVE_PRECISION", "fp32")
+    env.setdefault("BATCHSERVE_COMPILE", "off")
     return env
 
 
