@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install serve test lint typecheck format clean
+.PHONY: install serve test bench lint typecheck format clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest --cov --cov-report=term
+
+# Measures this machine: the model alone, then the server; writes docs/benchmarks.md (+ .png).
+bench: $(STAMP)
+	$(BIN)/python -m loadtest.bench
 
 format: $(STAMP)
 	$(BIN)/ruff format .

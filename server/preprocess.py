@@ -77,20 +77,27 @@ def decode(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Image:
         if image.format == "JPEG":
             _request_draft(image, spec.resize_size)
         image.load()
-        upright = ImageOps.exif_transpose(image)
+        # In place: the default returns a full-size copy even when nothing turns.
+        ImageOps.exif_transpose(image, in_place=True)
     except Exception as exc:
         raise InvalidImageError(f"the image could not be decoded: {exc}") from exc
-    return to_rgb(upright)
+    return to_rgb(image)
 
 
 def to_tensor(image: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
-    """Resize, center crop and normalise an RGB image into a ``3 x crop x crop`` tensor."""
+    """Resize, center crop and normalise an RGB image into a ``3 x crop x crop`` tensor.
+
+    The arithmetic is NumPy's, in float32 and in torchvision's order (scale to
+    [0, 1], subtract the mean, divide by the std): decode threads then never
+    enter torch's OpenMP pool, whose spinning threads would compete with the
+    forward pass for the same cores.
+    """
     cropped = resize_and_crop(image, spec)
-    pixels = torch.from_numpy(np.asarray(cropped, dtype=np.uint8).copy())
-    tensor = pixels.permute(2, 0, 1).to(torch.float32).div_(255.0)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
-    return tensor.sub_(mean).div_(std)
+    pixels = np.asarray(cropped, dtype=np.float32) / np.float32(255.0)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    normalised = (pixels - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
 
 
 def preprocess(data: bytes, spec: PreprocessSpec, max_pixels: int) -> torch.Tensor:

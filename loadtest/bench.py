@@ -1,0 +1,224 @@
+"""``make bench`` / ``python -m loadtest.bench``: the model alone, then the server end to end.
+
+One run on one machine: raw batched forward throughput, the in-process
+pipeline, and a real ``batchserve`` process under closed-loop HTTP load with
+batching on and off. Prints the report and writes docs/benchmarks.md and a PNG.
+The load comes from an asyncio httpx client in this process (about 1-2 ms of
+CPU per request, a few percent of one core at these rates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import torch
+
+from loadtest import model_bench
+from loadtest.client import LoadResult, closed_loop, probe_health
+from loadtest.report import Benchmark, ServerRun, markdown, plot
+from server.config import Settings
+from server.inference import (
+    InferenceEngine,
+    configure_threads,
+    resolve_compile,
+    resolve_device,
+    resolve_precision,
+    resolve_workers,
+)
+from server.model import load_model, resolve_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", type=Path, default=ROOT / "tests" / "data" / "rocket.jpg")
+    parser.add_argument("--concurrency", default="1,4,16,32,64")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per load level")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--no-unbatched", action="store_true", help="skip MAX_BATCH_SIZE=1")
+    return parser.parse_args(argv)
+
+
+def _settings() -> Settings:
+    # Throughput does not depend on the weights' values: random keeps the run offline.
+    os.environ.setdefault("BATCHSERVE_WEIGHTS", "random")
+    return Settings()
+
+
+def _machine(settings: Settings, precision: str, compiled: bool) -> dict[str, str]:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor()
+    return {
+        "CPU": f"{cpu}, {os.cpu_count()} cores",
+        "torch": torch.__version__,
+        "model": f"{settings.model} ({settings.weights} weights)",
+        "precision / compiled": f"{precision} / {compiled}",
+        "max batch size / wait": f"{settings.max_batch_size} / {settings.max_batch_wait_ms} ms",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+@dataclass
+class ModelAlone:
+    """What the model-only phase measured."""
+
+    raw: list[model_bench.RawPoint]
+    decode_ms: float
+    pipeline_images_per_s: float
+    precision: str
+    compiled: bool
+
+
+def _engine(settings: Settings) -> InferenceEngine:
+    """The engine exactly as the server builds it."""
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    configure_threads(device, resolve_workers(settings.workers, device))
+    return InferenceEngine(
+        load_model(resolve_weights(settings.model, settings.weights)),
+        device,
+        precision,
+        compiled=resolve_compile(settings.compile, device, precision),
+        max_batch_size=settings.max_batch_size,
+        cache_dir=settings.cache_dir,
+    )
+
+
+def _model_alone(settings: Settings, image: bytes) -> ModelAlone:
+    engine = _engine(settings)
+    sizes = engine.buckets or _powers_of_two(settings.max_batch_size)
+    points = [model_bench.forward_throughput(engine, size) for size in sizes]
+    if engine.precision != "fp32":
+        reference = InferenceEngine(engine.model, engine.device, "fp32")
+        points += [model_bench.forward_throughput(reference, size) for size in sizes]
+    decode = model_bench.decode_ms(engine.model, image, settings.max_image_pixels)
+    pipeline = model_bench.pipeline_throughput(
+        engine, image, settings.max_batch_size, settings.resolved_preprocess_threads()
+    )
+    return ModelAlone(points, decode, pipeline, engine.precision, engine.compiled)
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    sizes = [1]
+    while sizes[-1] * 2 <= limit:
+        sizes.append(sizes[-1] * 2)
+    return sizes if sizes[-1] == limit else [*sizes, limit]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_server(overrides: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "BATCHSERVE_PORT": str(port),
+        "BATCHSERVE_LOG_LEVEL": "warning",
+        **{f"BATCHSERVE_{k}": v for k, v in overrides.items()},
+    }
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-m", "server"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with status {process.returncode}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                return process, url, time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+def _measure_server(
+    label: str,
+    overrides: dict[str, str],
+    args: argparse.Namespace,
+    image: bytes,
+    max_batch_size: int,
+) -> ServerRun:
+    process, url, startup_s = _start_server(overrides)
+    run = ServerRun(label, max_batch_size, startup_s)
+    rss: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            rss.append(_rss_mb(process.pid))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            run.levels.append(_level(url, image, concurrency, args.duration, run))
+            print(f"  {label}: concurrency {concurrency}: {run.levels[-1].throughput:.1f} req/s")
+    finally:
+        done.set()
+        sampler.join()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    run.max_rss_mb = max(rss, default=0.0)
+    return run
+
+
+def _level(
+    url: str, image: bytes, concurrency: int, duration_s: float, run: ServerRun
+) -> LoadResult:
+    async def load_and_probe() -> LoadResult:
+        stop_at = time.monotonic() + duration_s + min(3.0, duration_s / 4)
+        load = closed_loop(url, image, concurrency, duration_s)
+        result, health = await asyncio.gather(load, probe_health(url, stop_at))
+        run.health_ms = [h * 1000 for h in health]
+        return result
+
+    return asyncio.run(load_and_probe())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and write the report."""
+    args = _arguments(argv)
+    settings = _settings()
+    image = args.image.read_bytes()
+    print("measuring the model alone ...")
+    alone = _model_alone(settings, image)
+    runs = [_measure_server("batching on", {}, args, image, settings.max_batch_size)]
+    if not args.no_unbatched:
+        runs.append(_measure_server("batching off", {"MAX_BATCH_SIZE": "1"}, args, image, 1))
+    command = "make bench" if not argv else "python -m loadtest.bench " + shlex.join(argv)
+    machine = _machine(settings, alone.precision, alone.compiled)
+    bench = Benchmark(
+        command, machine, alone.raw, alone.decode_ms, alone.pipeline_images_per_s, runs
+    )
+    plot_path = args.out.with_suffix(".png")
+    report = markdown(bench, plot_path.name)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    plot(bench, plot_path)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""A closed-loop asyncio HTTP client: C users, each posting the next image when answered."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class LoadResult:
+    """What one load level measured."""
+
+    concurrency: int
+    duration_s: float
+    latencies_s: list[float] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=list)
+    errors: int = 0
+
+    @property
+    def throughput(self) -> float:
+        """Successful requests per second."""
+        return len(self.latencies_s) / self.duration_s if self.duration_s else 0.0
+
+    def percentile_ms(self, q: int) -> float:
+        """The q-th percentile latency in milliseconds."""
+        if len(self.latencies_s) < 2:
+            return self.latencies_s[0] * 1000 if self.latencies_s else float("nan")
+        return statistics.quantiles(self.latencies_s, n=100)[q - 1] * 1000
+
+    @property
+    def mean_batch_size(self) -> float:
+        """The average batch size the server reported."""
+        return statistics.fmean(self.batch_sizes) if self.batch_sizes else float("nan")
+
+
+async def _user(
+    client: httpx.AsyncClient, image: bytes, stop_at: float, result: LoadResult
+) -> None:
+    while time.monotonic() < stop_at:
+        started = time.perf_counter()
+        response = await client.post("/predict", files={"file": ("image.jpg", image, "image/jpeg")})
+        if response.status_code == 200:
+            result.latencies_s.append(time.perf_counter() - started)
+            result.batch_sizes.append(response.json()["batch_size"])
+        else:
+            result.errors += 1
+
+
+async def closed_loop(url: str, image: bytes, concurrency: int, duration_s: float) -> LoadResult:
+    """Run ``concurrency`` users for ``duration_s`` seconds after a short warm-up."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        warm = LoadResult(concurrency, 0.0)
+        warm_stop = time.monotonic() + min(3.0, duration_s / 4)
+        await asyncio.gather(*(_user(client, image, warm_stop, warm) for _ in range(concurrency)))
+        result = LoadResult(concurrency, duration_s)
+        stop_at = time.monotonic() + duration_s
+        started = time.monotonic()
+        await asyncio.gather(*(_user(client, image, stop_at, result) for _ in range(concurrency)))
+        result.duration_s = time.monotonic() - started
+    return result
+
+
+async def probe_health(url: str, stop_at: float, interval_s: float = 0.1) -> list[float]:
+    """Time ``GET /health`` every ``interval_s`` until ``stop_at``; seconds per probe."""
+    timings: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            await client.get("/health")
+            timings.append(time.perf_counter() - started)
+            await asyncio.sleep(interval_s)
+    return timings
