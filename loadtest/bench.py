@@ -49,6 +49,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,4,16,32,64")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per load level")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--raw-seconds", type=float, default=4.0, help="seconds per model timing")
     parser.add_argument("--no-unbatched", action="store_true", help="skip MAX_BATCH_SIZE=1")
     return parser.parse_args(argv)
 
@@ -99,16 +100,17 @@ def _engine(settings: Settings) -> InferenceEngine:
     )
 
 
-def _model_alone(settings: Settings, image: bytes) -> ModelAlone:
+def _model_alone(settings: Settings, image: bytes, seconds: float) -> ModelAlone:
     engine = _engine(settings)
     sizes = engine.buckets or _powers_of_two(settings.max_batch_size)
-    points = [model_bench.forward_throughput(engine, size) for size in sizes]
+    points = [model_bench.forward_throughput(engine, size, seconds) for size in sizes]
     if engine.precision != "fp32":
         reference = InferenceEngine(engine.model, engine.device, "fp32")
-        points += [model_bench.forward_throughput(reference, size) for size in sizes]
+        points += [model_bench.forward_throughput(reference, size, seconds) for size in sizes]
     decode = model_bench.decode_ms(engine.model, image, settings.max_image_pixels)
+    threads = settings.resolved_preprocess_threads()
     pipeline = model_bench.pipeline_throughput(
-        engine, image, settings.max_batch_size, settings.resolved_preprocess_threads()
+        engine, image, settings.max_batch_size, threads, 2 * seconds
     )
     return ModelAlone(points, decode, pipeline, engine.precision, engine.compiled)
 
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = _settings()
     image = args.image.read_bytes()
     print("measuring the model alone ...")
-    alone = _model_alone(settings, image)
+    alone = _model_alone(settings, image, args.raw_seconds)
     runs = [_measure_server("batching on", {}, args, image, settings.max_batch_size)]
     if not args.no_unbatched:
         runs.append(_measure_server("batching off", {"MAX_BATCH_SIZE": "1"}, args, image, 1))

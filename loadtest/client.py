@@ -18,6 +18,7 @@ class LoadResult:
     duration_s: float
     latencies_s: list[float] = field(default_factory=list)
     batch_sizes: list[int] = field(default_factory=list)
+    stage_ms: dict[str, list[float]] = field(default_factory=dict)
     errors: int = 0
 
     @property
@@ -30,6 +31,11 @@ class LoadResult:
         if len(self.latencies_s) < 2:
             return self.latencies_s[0] * 1000 if self.latencies_s else float("nan")
         return statistics.quantiles(self.latencies_s, n=100)[q - 1] * 1000
+
+    def mean_stage_ms(self, stage: str) -> float:
+        """The mean of a ``timing_ms`` stage the server reported."""
+        values = self.stage_ms.get(stage, [])
+        return statistics.fmean(values) if values else float("nan")
 
     @property
     def mean_batch_size(self) -> float:
@@ -45,7 +51,10 @@ async def _user(
         response = await client.post("/predict", files={"file": ("image.jpg", image, "image/jpeg")})
         if response.status_code == 200:
             result.latencies_s.append(time.perf_counter() - started)
-            result.batch_sizes.append(response.json()["batch_size"])
+            body = response.json()
+            result.batch_sizes.append(body["batch_size"])
+            for stage, ms in body["timing_ms"].items():
+                result.stage_ms.setdefault(stage, []).append(ms)
         else:
             result.errors += 1
 

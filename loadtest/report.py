@@ -8,6 +8,8 @@ from pathlib import Path
 from loadtest.client import LoadResult
 from loadtest.model_bench import RawPoint
 
+_STAGES = ("preprocess", "queue", "inference", "total")
+
 
 @dataclass
 class ServerRun:
@@ -52,14 +54,16 @@ def _server_table(run: ServerRun) -> list[str]:
     lines = [
         f"**{run.label}** (`MAX_BATCH_SIZE={run.max_batch_size}`, ready in {run.startup_s:.1f} s)",
         "",
-        "| concurrency | requests/s | p50 ms | p95 ms | p99 ms | mean batch | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| concurrency | requests/s | p50 ms | p95 ms | p99 ms | mean batch | errors "
+        "| mean preprocess / queue / inference / total ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in run.levels:
+        stages = " / ".join(f"{r.mean_stage_ms(s):.0f}" for s in _STAGES)
         lines.append(
             f"| {r.concurrency} | {r.throughput:.1f} | {r.percentile_ms(50):.0f} | "
             f"{r.percentile_ms(95):.0f} | {r.percentile_ms(99):.0f} | "
-            f"{r.mean_batch_size:.2f} | {r.errors} |"
+            f"{r.mean_batch_size:.2f} | {r.errors} | {stages} |"
         )
     return [*lines, ""]
 

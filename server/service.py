@@ -8,11 +8,15 @@ batch runs on a thread of the inference pool so the event loop stays free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Final
 
 import torch
 
@@ -32,6 +36,25 @@ from server.metrics import Metrics
 from server.model import LoadedModel, load_model, resolve_weights
 
 logger = logging.getLogger(__name__)
+
+
+#: How much nicer than the event loop the compute threads are (Linux: per thread).
+COMPUTE_NICENESS: Final = 5
+
+
+def lower_thread_priority() -> None:
+    """Make the calling thread (and the OpenMP threads it will spawn) yield to the event loop.
+
+    With every core busy decoding and running the model, the event loop thread
+    would otherwise wait for a time slice, and /health with it. Threads inherit
+    their creator's niceness, so torch's OpenMP team started from an inference
+    thread is lowered too.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        os.setpriority(
+            os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + COMPUTE_NICENESS
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +85,13 @@ class ClassificationService:
         self._batcher: MicroBatcher[torch.Tensor, Row] | None = None
         self._warm_up_task: asyncio.Task[None] | None = None
         self._decode_pool = ThreadPoolExecutor(
-            settings.resolved_preprocess_threads(), thread_name_prefix="decode"
+            settings.resolved_preprocess_threads(),
+            thread_name_prefix="decode",
+            initializer=lower_thread_priority,
         )
-        self._inference_pool = ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
+        self._inference_pool = ThreadPoolExecutor(
+            self.workers, thread_name_prefix="inference", initializer=lower_thread_priority
+        )
 
     @property
     def ready(self) -> bool:
