@@ -201,6 +201,7 @@ def _level(
 
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and write the report."""
+    argv = sys.argv[1:] if argv is None else argv
     args = _arguments(argv)
     settings = _settings()
     image = args.image.read_bytes()
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = [_measure_server("batching on", {}, args, image, settings.max_batch_size)]
     if not args.no_unbatched:
         runs.append(_measure_server("batching off", {"MAX_BATCH_SIZE": "1"}, args, image, 1))
-    command = "make bench" if not argv else "python -m loadtest.bench " + shlex.join(argv)
+    command = "python -m loadtest.bench " + shlex.join(argv) if argv else "make bench"
     machine = _machine(settings, alone.precision, alone.compiled)
     bench = Benchmark(
         command, machine, alone.raw, alone.decode_ms, alone.pipeline_images_per_s, runs
