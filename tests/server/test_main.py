@@ -38,33 +38,31 @@ def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def test_a_bad_setting_stops_at_once_with_the_variable_named(tmp_path: Path) -> None:
+def _refused_start(command: list[str], tmp_path: Path, **settings: str) -> str:
+    """Run a start that must fail before serving; return its stderr."""
     result = subprocess.run(
-        [BATCHSERVE],
-        env=_environment(tmp_path, max_batch_size="zero"),
+        command,
+        env=_environment(tmp_path, **settings),
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 2
-    assert "BATCHSERVE_MAX_BATCH_SIZE='zero'" in result.stderr
     assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_a_bad_setting_stops_at_once_with_the_variable_named(tmp_path: Path) -> None:
+    stderr = _refused_start([BATCHSERVE], tmp_path, max_batch_size="zero")
+    assert "BATCHSERVE_MAX_BATCH_SIZE='zero'" in stderr
 
 
 def test_a_missing_weights_file_stops_at_once_with_the_remedy(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "server"],
-        env=_environment(tmp_path, weights=str(tmp_path / "missing.pth")),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    assert "cannot start" in result.stderr
-    assert "nor an existing state_dict file" in result.stderr
-    assert "Traceback" not in result.stderr
+    command = [sys.executable, "-m", "server"]
+    stderr = _refused_start(command, tmp_path, weights=str(tmp_path / "missing.pth"))
+    assert "cannot start" in stderr
+    assert "nor an existing state_dict file" in stderr
 
 
 def test_mobilenet_v2_serves_with_labels_and_preprocessing_from_its_weights(
