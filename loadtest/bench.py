@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import shlex
@@ -27,7 +28,7 @@ import httpx
 import torch
 
 from loadtest import model_bench
-from loadtest.client import LoadResult, closed_loop, probe_health
+from loadtest.client import LoadResult, closed_loop
 from loadtest.report import Benchmark, ServerRun, markdown, plot
 from server.config import Settings
 from server.inference import (
@@ -189,14 +190,14 @@ def _measure_server(
 def _level(
     url: str, image: bytes, concurrency: int, duration_s: float, run: ServerRun
 ) -> LoadResult:
-    async def load_and_probe() -> LoadResult:
-        stop_at = time.monotonic() + duration_s + min(3.0, duration_s / 4)
-        load = closed_loop(url, image, concurrency, duration_s)
-        result, health = await asyncio.gather(load, probe_health(url, stop_at))
-        run.health_ms = [h * 1000 for h in health]
-        return result
-
-    return asyncio.run(load_and_probe())
+    probe_s = duration_s + min(3.0, duration_s / 4)
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.probe", url, str(probe_s)], stdout=subprocess.PIPE
+    )
+    result = asyncio.run(closed_loop(url, image, concurrency, duration_s))
+    output, _ = probe.communicate(timeout=120)
+    run.health_ms = json.loads(output)
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:

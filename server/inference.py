@@ -145,22 +145,37 @@ class InferenceEngine:
                 self._module, cache_dir or Path(".cache"), len(self.buckets)
             )
 
-    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        n = inputs.shape[0]
+    def _padded_size(self, n: int) -> int:
         if self.buckets is None:
-            return cast(torch.Tensor, self._module(inputs))
-        size = next((b for b in self.buckets if b >= n), n)
-        if size > n:
-            padding = inputs.new_zeros((size - n, *inputs.shape[1:]))
-            inputs = torch.cat([inputs, padding]).contiguous(memory_format=torch.channels_last)
-        return cast(torch.Tensor, self._module(inputs)[:n])
+            return n
+        return next((b for b in self.buckets if b >= n), n)
+
+    def _assemble(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Copy the items once, straight into a channels_last buffer of the model's dtype.
+
+        Compiled engines get the buffer at the bucket size, padding rows zeroed.
+        On CUDA the buffer is pinned so that the copy to the device is asynchronous.
+        """
+        size = self._padded_size(len(batch))
+        cuda = self.device.type == "cuda"
+        buffer = torch.empty(
+            (size, *batch[0].shape),
+            dtype=torch.float32 if cuda else self._dtype,
+            pin_memory=cuda,
+        ).contiguous(memory_format=torch.channels_last)
+        for row, item in zip(buffer, batch, strict=False):
+            row.copy_(item)
+        if size > len(batch):
+            buffer[len(batch) :].zero_()
+        if cuda:
+            return buffer.to(self.device, self._dtype, non_blocking=True)
+        return buffer
 
     def run(self, batch: Sequence[torch.Tensor]) -> list[Row]:
         """Classify a batch of preprocessed ``3 x H x W`` tensors; one row per item, in order."""
         started = time.perf_counter()
         with torch.inference_mode():
-            inputs = torch.stack(list(batch)).to(self.device, self._dtype, non_blocking=True)
-            logits = self._forward(inputs.contiguous(memory_format=torch.channels_last))
+            logits = self._module(self._assemble(batch))[: len(batch)]
             probabilities = logits.float().softmax(dim=1)
             values, indices = probabilities.topk(self._top_k, dim=1)
             # One copy back per batch, not per item.

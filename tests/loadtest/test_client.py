@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from loadtest.client import closed_loop, probe_health
@@ -18,4 +19,13 @@ def test_closed_loop_users_measure_throughput_latency_and_batches(resnet_server)
 def test_health_probes_are_timed(resnet_server) -> None:
     timings = asyncio.run(probe_health(resnet_server.url, time.monotonic() + 0.3, 0.05))
     assert len(timings) >= 2
+    assert all(t > 0 for t in timings)
+
+
+def test_the_probe_command_prints_health_timings(resnet_server, capsys) -> None:
+    from loadtest.probe import main
+
+    main([resnet_server.url, "0.3"])
+    timings = json.loads(capsys.readouterr().out)
+    assert timings
     assert all(t > 0 for t in timings)
