@@ -6,6 +6,7 @@ observer protocol and reads its statistics at scrape time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 
 from prometheus_client import (
@@ -72,29 +73,26 @@ class Metrics:
         self.workers_busy = Gauge(
             "batchserve_workers_busy", "Inference workers running a batch now", registry=r
         )
-        self.queue_wait = Histogram(
+        histogram = functools.partial(Histogram, registry=r)
+        self.queue_wait = histogram(
             "batchserve_queue_wait_seconds",
             "Time an item waited in the batcher before its batch started",
             buckets=_QUEUE_BUCKETS,
-            registry=r,
         )
-        self.batch_size = Histogram(
+        self.batch_size = histogram(
             "batchserve_batch_size",
             "Real requests per batch (no padding)",
             buckets=batch_size_buckets(max_batch_size),
-            registry=r,
         )
-        self.inference_duration = Histogram(
+        self.inference_duration = histogram(
             "batchserve_inference_duration_seconds",
             "One batched forward pass, softmax and top-k included",
             buckets=_STAGE_BUCKETS,
-            registry=r,
         )
-        self.preprocess_duration = Histogram(
+        self.preprocess_duration = histogram(
             "batchserve_preprocess_duration_seconds",
             "Reading, decoding and transforming one upload",
             buckets=_STAGE_BUCKETS,
-            registry=r,
         )
         self.dropped = Counter(
             "batchserve_dropped",
