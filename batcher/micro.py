@@ -100,6 +100,18 @@ class MicroBatcher(Generic[T, R]):
             asyncio.create_task(self._worker_loop(), name=f"batcher-worker-{i}")
             for i in range(self._workers)
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._on_worker_exit)
+
+    def _on_worker_exit(self, task: asyncio.Task[None]) -> None:
+        """A worker that ends before ``aclose`` breaks the batcher: fail fast, never hang."""
+        if self._closed:
+            return
+        cause = "cancelled" if task.cancelled() else repr(task.exception())
+        logger.error("batcher worker %s died (%s); refusing new items", task.get_name(), cause)
+        self._closed = True
+        self._collector.closing = True
+        self._fail_queued()
 
     async def submit(self, item: T, deadline: float | None = None) -> R:
         """Queue ``item`` and return its result.
@@ -224,6 +236,10 @@ class MicroBatcher(Generic[T, R]):
         except Exception as exc:
             logger.exception("batch of %d failed", len(batch))
             resolve.fail(batch, functools.partial(_batch_failed, exc))
+        except BaseException as exc:
+            # Fatal for this worker, but its callers still get an answer.
+            resolve.fail(batch, functools.partial(_batch_failed, exc))
+            raise
         finally:
             self._busy -= 1
             self._record(batch, started, ok)
@@ -238,7 +254,7 @@ class MicroBatcher(Generic[T, R]):
         self._observer.on_batch(BatchRecord(len(batch), waits, run_s, ok))
 
 
-def _batch_failed(cause: Exception) -> BatchFailedError:
+def _batch_failed(cause: BaseException) -> BatchFailedError:
     if isinstance(cause, BatchFailedError):
         return BatchFailedError(str(cause))
     error = BatchFailedError(f"batch failed: {type(cause).__name__}: {cause}")

@@ -16,7 +16,6 @@ import os
 import platform
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,11 +23,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import torch
 
 from loadtest import model_bench
 from loadtest.client import LoadResult, closed_loop
+from loadtest.process import rss_mb, start_server
 from loadtest.report import Benchmark, ServerRun, markdown, plot
 from server.config import Settings
 from server.inference import (
@@ -123,39 +122,6 @@ def _powers_of_two(limit: int) -> list[int]:
     return sizes if sizes[-1] == limit else [*sizes, limit]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_server(overrides: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "BATCHSERVE_PORT": str(port),
-        "BATCHSERVE_LOG_LEVEL": "warning",
-        **{f"BATCHSERVE_{k}": v for k, v in overrides.items()},
-    }
-    started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "server"], env=env)
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with status {process.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                return process, url, time.monotonic() - started
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-
-
-def _rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(status.split("VmRSS:")[1].split()[0]) / 1024
-
-
 def _measure_server(
     label: str,
     overrides: dict[str, str],
@@ -163,14 +129,14 @@ def _measure_server(
     image: bytes,
     max_batch_size: int,
 ) -> ServerRun:
-    process, url, startup_s = _start_server(overrides)
+    process, url, startup_s = start_server(overrides)
     run = ServerRun(label, max_batch_size, startup_s)
     rss: list[float] = []
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.5):
-            rss.append(_rss_mb(process.pid))
+            rss.append(rss_mb(process.pid))
 
     sampler = threading.Thread(target=sample)
     sampler.start()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 
-import uvicorn
-
 from server.app import create_app
 from server.config import Settings, SettingsError, load_settings
 from server.inference import DeviceError, resolve_device
 from server.logs import configure_logging
 from server.model import ModelLoadError, ensure_weights, resolve_weights
+from server.serving import serve
 
 logger = logging.getLogger("batchserve")
 
@@ -38,15 +37,7 @@ def main() -> None:
     except (ModelLoadError, DeviceError) as exc:
         logger.error("cannot start: %s", exc)
         sys.exit(EXIT_CONFIG)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
-        server_header=False,
-    )
+    serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from server.config import Settings
 from server.errors import ErrorCode, install_handlers
 from server.metrics import Metrics
 from server.middleware import RequestContextMiddleware
+from server.ratelimit import ClientRateLimiter
 from server.routes import router
 from server.service import ClassificationService
 
@@ -60,6 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = ClassificationService(settings, metrics)
     app.state.metrics = metrics
+    app.state.limiter = (
+        ClientRateLimiter(settings.rate_limit, settings.trusted_networks)
+        if settings.rate_limit
+        else None
+    )
     install_handlers(app)
     app.include_router(router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CompileMode = Literal["auto", "on", "off"]
@@ -32,11 +36,15 @@ class Settings(BaseSettings):
     max_batch_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 5.0
     max_queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 128
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+    threads_per_worker: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
     request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     max_upload_mb: Annotated[float, Field(gt=0, le=1024)] = 10.0
     max_image_pixels: Annotated[int, Field(ge=1)] = 50_000_000
     preprocess_threads: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 20.0
+    rate_limit: str = ""
+    trusted_proxies: str = ""
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     log_level: LogLevel = "info"
@@ -59,6 +67,34 @@ class Settings(BaseSettings):
         if kind not in {"auto", "cpu", "cuda"} or bad_index:
             raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
         return name
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(
+                    "must be like 100/minute or 10/second;500/hour (empty: no limit)"
+                ) from None
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for part in _split(value):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an IP address or CIDR network") from None
+        return value.strip()
+
+    @property
+    def trusted_networks(self) -> tuple[IPNetwork, ...]:
+        """The proxies whose X-Forwarded-For is believed (comma-separated addresses/CIDRs)."""
+        return tuple(ipaddress.ip_network(p, strict=False) for p in _split(self.trusted_proxies))
 
     @field_validator("cache_dir")
     @classmethod
@@ -85,6 +121,10 @@ class Settings(BaseSettings):
         if self.preprocess_threads == "auto":
             return os.cpu_count() or 1
         return self.preprocess_threads
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 class SettingsError(Exception):

@@ -36,6 +36,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_FILES = "too_many_files"
     INVALID_PARAMETER = "invalid_parameter"
     IMAGE_TOO_LARGE = "image_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
+    RATE_LIMITED = "rate_limited"
     OVERLOADED = "overloaded"
     NOT_READY = "not_ready"
     DEADLINE_EXCEEDED = "deadline_exceeded"
@@ -57,6 +59,8 @@ STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.TOO_MANY_FILES: 422,
     ErrorCode.INVALID_PARAMETER: 422,
     ErrorCode.IMAGE_TOO_LARGE: 422,
+    ErrorCode.REQUEST_TIMEOUT: 408,
+    ErrorCode.RATE_LIMITED: 429,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.NOT_READY: 503,
     ErrorCode.DEADLINE_EXCEEDED: 504,
@@ -79,10 +83,11 @@ class ClientDisconnectedError(Exception):
 class ApiError(Exception):
     """An error answered as ``{"error": {"code", "message", "request_id"}}``."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s
 
     @property
     def status(self) -> int:
@@ -90,7 +95,9 @@ class ApiError(Exception):
         return STATUS[self.code]
 
     def headers(self) -> dict[str, str]:
-        """Retry-After on the 503s, which a client may retry."""
+        """Retry-After where the client may retry: the 503s, and 429 with its own wait."""
+        if self.retry_after_s is not None:
+            return {"Retry-After": str(self.retry_after_s)}
         return {"Retry-After": str(RETRY_AFTER_S)} if self.code in _RETRYABLE else {}
 
 

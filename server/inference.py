@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,9 +109,17 @@ def resolve_workers(setting: int | str, device: torch.device) -> int:
     return int(setting)
 
 
-def configure_threads(device: torch.device, workers: int) -> int:
-    """Split the cores between CPU workers so concurrent batches do not oversubscribe them."""
-    threads = max(1, (os.cpu_count() or 1) // workers) if device.type == "cpu" else 1
+def configure_threads(device: torch.device, workers: int, setting: int | str = "auto") -> int:
+    """Torch's intra-op threads per worker: ``auto`` splits the cores between CPU workers.
+
+    On CUDA the host side only launches kernels, so one thread per worker is enough.
+    """
+    if setting != "auto":
+        threads = int(setting)
+    elif device.type == "cpu":
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    else:
+        threads = 1
     torch.set_num_threads(threads)
     return threads
 
@@ -140,6 +150,7 @@ class InferenceEngine:
         module = model.module.to(device=device, dtype=self._dtype)
         self._module = module.to(memory_format=torch.channels_last)
         self.buckets = batch_buckets(max_batch_size) if compiled else None
+        self._local = threading.local()
         if compiled and self.buckets is not None:
             self._module = compile_module(
                 self._module, cache_dir or Path(".cache"), len(self.buckets)
@@ -171,10 +182,24 @@ class InferenceEngine:
             return buffer.to(self.device, self._dtype, non_blocking=True)
         return buffer
 
+    def _stream(self) -> contextlib.AbstractContextManager[object]:
+        """On CUDA, each worker thread issues its copies and kernels on a stream of its own.
+
+        Two workers then overlap one batch's host-to-device copy with the other's
+        compute. The final ``.cpu()`` waits for this stream only, which also keeps
+        the pinned source buffer alive until its copy has finished.
+        """
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
+        return torch.cuda.stream(stream)
+
     def run(self, batch: Sequence[torch.Tensor]) -> list[Row]:
         """Classify a batch of preprocessed ``3 x H x W`` tensors; one row per item, in order."""
         started = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), self._stream():
             logits = self._module(self._assemble(batch))[: len(batch)]
             probabilities = logits.float().softmax(dim=1)
             values, indices = probabilities.topk(self._top_k, dim=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import platform
 from typing import Annotated, Any, Final
 
@@ -16,6 +17,7 @@ from batcher import BatcherError
 from server import __version__, preprocess
 from server.errors import ApiError, ErrorCode, from_batcher_error, from_image_error, respond
 from server.inference import MAX_TOP_K
+from server.ratelimit import ClientRateLimiter
 from server.schemas import (
     BatchingInfo,
     InfoResponse,
@@ -72,15 +74,45 @@ def _not_ready_reason(service: ClassificationService) -> str:
         return service.failure
     if service.draining:
         return "the server is shutting down"
+    if service.warm:
+        return "the batcher stopped after a fatal error; restart the server"
     return "the model is loading or warming up"
+
+
+REQUEST_TIMEOUT_HEADER: Final = "X-Request-Timeout"
+_REQUEST_TIMEOUT_PARAMETER: Final[dict[str, Any]] = {
+    "name": REQUEST_TIMEOUT_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Seconds this request may take, counted from its arrival; "
+    "shortens BATCHSERVE_REQUEST_TIMEOUT_S, never lengthens it",
+    "schema": {"type": "number", "exclusiveMinimum": 0},
+}
+
+
+def _request_timeout(request: Request, limit_s: float) -> float:
+    """The client's ``X-Request-Timeout`` capped at ``limit_s``; 422 unless a number > 0."""
+    raw = request.headers.get(REQUEST_TIMEOUT_HEADER)
+    if raw is None:
+        return limit_s
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ApiError(
+            ErrorCode.INVALID_PARAMETER,
+            f"{REQUEST_TIMEOUT_HEADER} must be a positive number of seconds, got {raw[:40]!r}",
+        )
+    return min(value, limit_s)
 
 
 @router.post(
     "/predict",
     response_model=PredictResponse,
     summary="Classify one image",
-    responses=error_responses(400, 413, 415, 422, 500, 503, 504),
-    openapi_extra=_MULTIPART_BODY,
+    responses=error_responses(400, 408, 413, 415, 422, 429, 500, 503, 504),
+    openapi_extra={**_MULTIPART_BODY, "parameters": [_REQUEST_TIMEOUT_PARAMETER]},
 )
 async def predict(
     request: Request,
@@ -88,10 +120,16 @@ async def predict(
 ) -> PredictResponse:
     """Upload one image (multipart field ``file``); get its top-k classes."""
     service = _service(request)
+    limiter: ClientRateLimiter | None = request.app.state.limiter
+    if limiter is not None:
+        await limiter.check(request)
+    settings = service.settings
+    timeout_s = _request_timeout(request, settings.request_timeout_s)
     _ensure_accepting(service)
-    data = await read_image_bytes(request, service.settings.max_upload_bytes)
     arrived_at: float = request.state.arrived_at
-    deadline = arrived_at + service.settings.request_timeout_s
+    read_by = arrived_at + settings.body_timeout_s
+    data = await _read_body(request, settings.max_upload_bytes, read_by)
+    deadline = arrived_at + timeout_s
     try:
         result = await cancel_on_disconnect(request, service.classify(data, arrived_at, deadline))
     except preprocess.ImageError as exc:
@@ -99,6 +137,21 @@ async def predict(
     except BatcherError as exc:
         raise from_batcher_error(exc) from exc
     return _answer(request, service, result, top_k)
+
+
+async def _read_body(request: Request, max_bytes: int, read_by: float) -> bytes:
+    """The uploaded image, or 408 ``request_timeout`` when the body is not in by ``read_by``.
+
+    A client trickling its upload holds only its own connection: nothing is
+    queued or decoded for it until the whole body is in.
+    """
+    try:
+        async with asyncio.timeout_at(read_by):
+            return await read_image_bytes(request, max_bytes)
+    except TimeoutError:
+        raise ApiError(
+            ErrorCode.REQUEST_TIMEOUT, "the upload was not received within the body timeout"
+        ) from None
 
 
 def _answer(

@@ -57,6 +57,16 @@ def lower_thread_priority() -> None:
         )
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's "can't allocate memory" RuntimeError."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in message or "can't allocate memory" in message
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Classification:
     """One request's answer and where its time went (seconds)."""
@@ -78,14 +88,19 @@ class ClassificationService:
         self.compiled = resolve_compile(settings.compile, self.device, self.precision)
         self.threads_per_worker = 1
         self.model: LoadedModel | None = None
+        self._engine: InferenceEngine | None = None
+        self._batcher: MicroBatcher[torch.Tensor, Row] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh lifecycle state and pools: an app's lifespan may run more than once."""
         self.warm = False
         self.draining = False
         self.failure: str | None = None
-        self._engine: InferenceEngine | None = None
-        self._batcher: MicroBatcher[torch.Tensor, Row] | None = None
+        self._drain_started: float | None = None
         self._warm_up_task: asyncio.Task[None] | None = None
         self._decode_pool = ThreadPoolExecutor(
-            settings.resolved_preprocess_threads(),
+            self.settings.resolved_preprocess_threads(),
             thread_name_prefix="decode",
             initializer=lower_thread_priority,
         )
@@ -108,10 +123,14 @@ class ClassificationService:
 
     async def start(self) -> None:
         """Load the model (failing fast), start the batcher, and warm up in the background."""
+        if self._batcher is not None:
+            self._reset()
         choice = resolve_weights(self.settings.model, self.settings.weights)
         loop = asyncio.get_running_loop()
         self.model = await loop.run_in_executor(self._inference_pool, load_model, choice)
-        self.threads_per_worker = configure_threads(self.device, self.workers)
+        self.threads_per_worker = configure_threads(
+            self.device, self.workers, self.settings.threads_per_worker
+        )
         self._engine = InferenceEngine(
             self.model,
             self.device,
@@ -174,18 +193,46 @@ class ClassificationService:
         return Classification(row, preprocess_s, queue_s)
 
     async def _run_batch(self, items: Sequence[torch.Tensor]) -> list[Row]:
+        """One forward pass; out of memory, retried once as two halves (smaller activations)."""
+        try:
+            return await self._forward(items)
+        except Exception as exc:
+            if len(items) < 2 or not is_out_of_memory(exc):
+                raise
+            logger.warning("out of memory on a batch of %d; retrying as two halves", len(items))
+            self._release_cached_memory()
+            half = len(items) // 2
+            return [*await self._forward(items[:half]), *await self._forward(items[half:])]
+
+    async def _forward(self, items: Sequence[torch.Tensor]) -> list[Row]:
         assert self._engine is not None
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._inference_pool, self._engine.run, items)
 
-    async def aclose(self) -> None:
-        """Stop taking work, finish queued and running batches (bounded), free the pools."""
+    def _release_cached_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def begin_drain(self) -> None:
+        """Refuse new requests (/ready 503) from now on; queued and running work continues."""
+        if self._drain_started is None:
+            self._drain_started = time.monotonic()
         self.draining = True
-        started = time.monotonic()
+
+    async def aclose(self) -> None:
+        """Stop taking work, finish queued and running batches, free the pools.
+
+        The whole drain, counted from ``begin_drain``, is bounded by
+        ``BATCHSERVE_SHUTDOWN_TIMEOUT_S``.
+        """
+        self.begin_drain()
+        assert self._drain_started is not None
+        started = self._drain_started
         if self._warm_up_task is not None and not self._warm_up_task.done():
             self._warm_up_task.cancel()
         if self._batcher is not None:
-            await self._batcher.aclose(timeout_s=self.settings.shutdown_timeout_s)
+            left = self.settings.shutdown_timeout_s - (time.monotonic() - started)
+            await self._batcher.aclose(timeout_s=max(0.5, left))
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
         self._inference_pool.shutdown(wait=False, cancel_futures=True)
         logger.info("drained and stopped in %.2fs", time.monotonic() - started)

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from server.app import create_app
 from server.config import Settings
 from server.service import ClassificationService
+from server.serving import DrainingServer, uvicorn_config
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = ("cat.jpg", "cat_cmyk.jpg", "coffee.webp", "camera_gray.png", "horse_rgba.png",
@@ -79,8 +80,8 @@ def start_server(app: FastAPI, *, wait_ready: bool = True) -> RunningServer:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    service: ClassificationService = app.state.service
+    server = DrainingServer(uvicorn_config(app, service.settings, lifespan="on"), service)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
     running = RunningServer(app, f"http://127.0.0.1:{port}", server, thread)
@@ -98,6 +99,23 @@ def start_server(app: FastAPI, *, wait_ready: bool = True) -> RunningServer:
 def resnet_server() -> Iterator[RunningServer]:
     """One ResNet-50 (random weights) server shared by the API tests that do not reconfigure it."""
     running = start_server(create_app(make_settings()))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def guarded_server() -> Iterator[RunningServer]:
+    """A small-model server with a rate limit behind a trusted proxy and a 2 s body timeout.
+
+    Tests tell their clients apart with distinct X-Forwarded-For addresses.
+    """
+    settings = make_settings(
+        model="mobilenet_v2",
+        rate_limit="3/minute",
+        trusted_proxies="127.0.0.1",
+        body_timeout_s=2.0,
+    )
+    running = start_server(create_app(settings))
     yield running
     running.stop()
 

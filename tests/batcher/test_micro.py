@@ -213,6 +213,37 @@ async def test_a_wrong_result_count_is_an_error_for_that_batch_not_a_hang() -> N
     await b.aclose()
 
 
+class _WorkerKiller(BaseException):
+    """Not an Exception: escapes the worker's error handling like a fatal fault would."""
+
+
+async def test_a_worker_that_dies_fails_its_batch_and_the_queue_fast_and_refuses_new_items(
+    handler,
+) -> None:
+    async def dies_on_first_batch(items: Sequence[int]) -> list[int]:
+        await handler(items)
+        raise _WorkerKiller
+
+    b: MicroBatcher[int, int] = MicroBatcher(
+        dies_on_first_batch, max_batch_size=1, max_wait_s=0.0, max_queue_size=8
+    )
+    b.start()
+    first = asyncio.create_task(b.submit(1))
+    await handler.wait_started()
+    queued = asyncio.create_task(b.submit(2))
+    await asyncio.sleep(0)
+    handler.gate.set()
+    with pytest.raises(BatchFailedError, match="_WorkerKiller"):
+        await first
+    with pytest.raises(BatcherClosedError):
+        await queued
+    assert not b.running
+    with pytest.raises(BatcherClosedError):
+        await b.submit(3)
+    assert handler.seen == [1]
+    await b.aclose()
+
+
 async def test_worker_concurrency_never_exceeds_workers(handler) -> None:
     b: MicroBatcher[int, object] = MicroBatcher(
         handler, max_batch_size=1, max_wait_s=0.0, max_queue_size=32, workers=3

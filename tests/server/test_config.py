@@ -77,3 +77,22 @@ def test_dotenv_example_lists_every_setting() -> None:
     example = (Path(__file__).parents[2] / ".env.example").read_text()
     for field in Settings.model_fields:
         assert f"BATCHSERVE_{field.upper()}=" in example, field
+
+
+def test_configuration_docs_describe_every_setting() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    for field in Settings.model_fields:
+        assert f"`BATCHSERVE_{field.upper()}`" in docs, field
+
+
+def test_rate_limit_and_trusted_proxies_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHSERVE_RATE_LIMIT", "lots")
+    monkeypatch.setenv("BATCHSERVE_TRUSTED_PROXIES", "10.0.0.0/8, proxy.local")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "BATCHSERVE_RATE_LIMIT='lots': must be like 100/minute" in str(caught.value)
+    assert "'proxy.local' is not an IP address or CIDR network" in str(caught.value)
+    monkeypatch.setenv("BATCHSERVE_RATE_LIMIT", "10/second;500/hour")
+    monkeypatch.setenv("BATCHSERVE_TRUSTED_PROXIES", "10.0.0.0/8, ::1")
+    settings = load_settings()
+    assert [str(n) for n in settings.trusted_networks] == ["10.0.0.0/8", "::1/128"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from batcher import BatcherClosedError, BatchFailedError, DeadlineExceededError, QueueFullError
@@ -38,7 +40,17 @@ def test_image_errors_map_to_their_codes(error: preprocess.ImageError, code: Err
     assert from_image_error(error).code == code
 
 
-def test_only_the_503s_carry_retry_after() -> None:
+def test_only_the_503s_and_a_rate_limit_carry_retry_after() -> None:
     assert ApiError(ErrorCode.OVERLOADED, "x").headers() == {"Retry-After": "1"}
     assert ApiError(ErrorCode.NOT_READY, "x").headers() == {"Retry-After": "1"}
     assert ApiError(ErrorCode.DEADLINE_EXCEEDED, "x").headers() == {}
+    assert ApiError(ErrorCode.REQUEST_TIMEOUT, "x").headers() == {}
+    limited = ApiError(ErrorCode.RATE_LIMITED, "x", retry_after_s=7)
+    assert limited.headers() == {"Retry-After": "7"}
+    assert limited.status == 429
+
+
+def test_every_code_is_documented_in_the_api_reference() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    for code in ErrorCode:
+        assert f"| {STATUS[code]} | `{code.value}` |" in docs, code

@@ -59,6 +59,9 @@ def test_cpu_threads_are_split_between_workers() -> None:
     try:
         assert configure_threads(CPU, 1) == (os.cpu_count() or 1)
         assert configure_threads(CPU, 64) == 1
+        assert configure_threads(CPU, 1, 3) == 3
+        assert torch.get_num_threads() == 3
+        assert configure_threads(torch.device("cuda"), 2) == 1
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(previous)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -110,35 +114,86 @@ def _inflight(url: str) -> float:
     return float(match.group(1))
 
 
-def test_the_command_serves_then_drains_on_sigterm_and_exits_by_itself(tmp_path: Path) -> None:
+@dataclass
+class _Outcome:
+    request_id: str
+    status: int | None
+    error: str | None
+    finished: float
+
+
+def _keep_posting(url: str, worker: int, stop: threading.Event, outcomes: list[_Outcome]) -> None:
+    """Post one photo after another, a new connection each time, until told to stop or refused."""
+    data = photo("cat.jpg")
+    for n in itertools.count():
+        request_id = f"w{worker}-{n}"
+        try:
+            response = httpx.post(
+                f"{url}/predict",
+                files={"file": ("c.jpg", data)},
+                headers={"X-Request-ID": request_id},
+                timeout=120,
+            )
+            outcomes.append(_Outcome(request_id, response.status_code, None, time.monotonic()))
+        except httpx.TransportError as exc:
+            outcomes.append(_Outcome(request_id, None, type(exc).__name__, time.monotonic()))
+        if stop.is_set() or outcomes[-1].error == "ConnectError":
+            return
+
+
+def _access_log(stderr: str) -> dict[str, int]:
+    """request id -> status, from the server's JSON access log lines."""
+    statuses = {}
+    for line in stderr.splitlines():
+        if line.startswith("{") and '"path": "/predict"' in line:
+            record = json.loads(line)
+            statuses[record["request_id"]] = record["status"]
+    return statuses
+
+
+def test_sigterm_under_load_answers_every_accepted_request_then_exits(tmp_path: Path) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = _environment(
-        tmp_path, weights="random", port=str(port), max_batch_size="4", max_batch_wait_ms="20"
-    )
+        tmp_path, model="mobilenet_v2", weights="random", port=str(port), max_batch_size="4",
+        log_format="json", shutdown_timeout_s="20",
+    )  # fmt: skip
     process = subprocess.Popen(
         [BATCHSERVE], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
     )
+    stop = threading.Event()
+    outcomes: list[_Outcome] = []
     try:
         _wait_ready(url, process)
-        data = photo("cat.jpg")
-
-        def post(_: int) -> int:
-            return httpx.post(
-                f"{url}/predict", files={"file": ("c.jpg", data)}, timeout=120
-            ).status_code
-
         with ThreadPoolExecutor(6) as pool:
-            answers = pool.map(post, range(6))
-            deadline = time.monotonic() + 60
-            while _inflight(url) < 7:  # the six uploads plus this scrape
+            clients = [pool.submit(_keep_posting, url, i, stop, outcomes) for i in range(6)]
+            deadline = time.monotonic() + 120
+            # A steady stream first, then the signal while most clients are mid-request.
+            while len(outcomes) < 30 or _inflight(url) < 5:
                 assert time.monotonic() < deadline
+            signalled = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            assert list(answers) == [200] * 6
-        _, stderr = process.communicate(timeout=60)
+            _, stderr = process.communicate(timeout=60)
+            exited = time.monotonic()
+            stop.set()
+            for client in clients:
+                client.result(timeout=120)
     finally:
+        stop.set()
         if process.poll() is None:
             process.kill()
     assert process.returncode in (0, -signal.SIGTERM), stderr
+    assert exited - signalled < 20 + 5
     assert "Traceback" not in stderr
+    served = _access_log(stderr)
+    for outcome in outcomes:
+        if outcome.request_id in served:
+            # The server took it: the client got exactly what the server answered.
+            assert outcome.status == served[outcome.request_id], outcome
+            assert outcome.status in (200, 503), outcome
+        else:
+            # Never reached the app: refused at connect time, or closed unread by uvicorn.
+            assert outcome.status is None, outcome
+    drained = [o for o in outcomes if o.status == 200 and o.finished > signalled]
+    assert drained, "no request in flight at SIGTERM was answered"
     assert "drained and stopped" in stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -217,3 +218,35 @@ def test_a_decodable_format_outside_the_allow_list_is_unsupported() -> None:
 def test_a_spec_refuses_an_unknown_interpolation() -> None:
     with pytest.raises(ValueError, match="interpolation must be one of"):
         PreprocessSpec(256, 224, (0, 0, 0), (1, 1, 1), interpolation="lanczos")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_every_allowed_format_is_decoded(fmt: str) -> None:
+    image = _gradient(80, 60)
+    data = _encode(image.convert("P") if fmt == "GIF" else image, fmt)
+    assert preprocess(data, SPEC, LIMIT).shape == (3, 224, 224)
+
+
+def test_a_png_with_a_corrupted_chunk_is_invalid() -> None:
+    data = bytearray(_encode(_gradient(64, 64), "PNG"))
+    idat = data.index(b"IDAT")
+    data[idat + 20 : idat + 40] = bytes(20)  # the chunk's CRC no longer matches
+    with pytest.raises(InvalidImageError):
+        preprocess(bytes(data), SPEC, LIMIT)
+
+
+def test_a_header_only_pixel_bomb_is_too_large_not_invalid() -> None:
+    # A well-formed IHDR claiming 100000 x 100000, then the start of an IDAT and nothing more.
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    size = (100_000).to_bytes(4, "big") * 2
+    ihdr = chunk(b"IHDR", size + bytes([8, 0, 0, 0, 0]))
+    bomb = b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(bytes(64)))
+    with pytest.raises(ImageTooLargeError, match="too many pixels"):
+        decode(bomb, SPEC, LIMIT)
+    # Below Pillow's own bomb limit, the check after opening names the size.
+    smaller = bomb.replace(ihdr, chunk(b"IHDR", (9_000).to_bytes(4, "big") * 2 + ihdr[16:21]))
+    with pytest.raises(ImageTooLargeError, match="9000x9000"):
+        decode(smaller, SPEC, LIMIT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +16,8 @@ from batcher import DropReason
 from server.app import create_app
 from server.errors import ErrorCode
 from server.inference import InferenceEngine, Row
+from server.metrics import Metrics
+from server.service import ClassificationService
 from tests.conftest import RunningServer, make_settings, photo, start_server
 from tests.server.test_routes import _post, assert_error
 
@@ -120,6 +123,29 @@ def test_a_request_queued_past_its_deadline_gets_504_and_is_never_computed(serve
     assert server.service.batcher.statistics().dropped[DropReason.DEADLINE] >= 1
 
 
+def test_a_client_may_shorten_its_deadline_but_never_lengthen_it(server, engine) -> None:
+    with ThreadPoolExecutor(3) as pool:
+        busy = _occupy_worker(pool, server, engine)
+        started = time.monotonic()
+        short = _background_post(pool, server, headers={"X-Request-Timeout": "0.2"})
+        assert_error(short.result(timeout=30), ErrorCode.DEADLINE_EXCEEDED)
+        # The server's own deadline is 1.5 s: a 504 before it can only come from the header.
+        assert time.monotonic() - started < 1.5
+        long = _background_post(pool, server, headers={"X-Request-Timeout": "3600"})
+        assert_error(long.result(timeout=30), ErrorCode.DEADLINE_EXCEEDED)
+        assert not busy.done()
+        engine.gate.set()
+        assert busy.result().status_code == 200
+    assert engine.batch_sizes == [1]
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "0", "nan", "inf", ""])
+def test_a_malformed_request_timeout_is_invalid_parameter(server, value: str) -> None:
+    with server.client(headers={"X-Request-Timeout": value}) as client:
+        body = assert_error(_post(client, photo("cat.jpg")), ErrorCode.INVALID_PARAMETER)
+    assert "X-Request-Timeout" in body["error"]["message"]
+
+
 def test_a_client_that_leaves_while_queued_costs_no_compute(server, engine) -> None:
     dropped_before = server.service.batcher.statistics().dropped.get(DropReason.CANCELLED, 0)
     with ThreadPoolExecutor(2) as pool:
@@ -144,6 +170,88 @@ def test_a_failing_forward_fails_only_its_request_and_the_server_keeps_serving(
         body = assert_error(failed, ErrorCode.INFERENCE_FAILED)
         assert "simulated" not in body["error"]["message"]
         assert _post(client, photo("cat.jpg")).status_code == 200
+
+
+def test_out_of_memory_on_a_single_image_fails_only_that_request(server, engine) -> None:
+    engine.fail_next = torch.OutOfMemoryError("CUDA out of memory (injected)")
+    with server.client() as client:
+        assert_error(_post(client, photo("cat.jpg")), ErrorCode.INFERENCE_FAILED)
+        assert _post(client, photo("cat.jpg")).status_code == 200
+
+
+def _service_with_forward(forward: Callable[[Sequence[int]], list[int]]) -> ClassificationService:
+    """A service whose forward pass is ``forward`` (no model needed to test the batch handler)."""
+    service = ClassificationService(
+        make_settings(), Metrics(max_batch_size=8, endpoints=(), error_codes=())
+    )
+
+    async def run(items: Sequence[int]) -> list[int]:
+        return forward(items)
+
+    service._forward = run  # type: ignore[method-assign, assignment]
+    return service
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory"),
+    ],
+)
+def test_an_out_of_memory_batch_is_retried_once_as_two_halves(error: Exception) -> None:
+    sizes: list[int] = []
+
+    def forward(items: Sequence[int]) -> list[int]:
+        sizes.append(len(items))
+        if len(items) > 4:
+            raise error
+        return [x * 10 for x in items]
+
+    service = _service_with_forward(forward)
+    assert asyncio.run(service._run_batch(list(range(8)))) == [x * 10 for x in range(8)]
+    assert sizes == [8, 4, 4]
+    sizes.clear()
+    with pytest.raises(type(error)):
+        asyncio.run(service._run_batch(list(range(16))))
+    assert sizes == [16, 8]
+
+
+def test_other_failures_and_single_items_are_not_retried() -> None:
+    calls: list[int] = []
+
+    def forward(items: Sequence[int]) -> list[int]:
+        calls.append(len(items))
+        raise (torch.OutOfMemoryError("oom") if len(items) == 1 else ValueError("bug"))
+
+    service = _service_with_forward(forward)
+    with pytest.raises(ValueError, match="bug"):
+        asyncio.run(service._run_batch([1, 2]))
+    with pytest.raises(torch.OutOfMemoryError):
+        asyncio.run(service._run_batch([1]))
+    assert calls == [2, 1]
+
+
+class _FatalFault(BaseException):
+    """Escapes ordinary error handling, as a dying worker thread's fault would."""
+
+
+def test_a_dead_batcher_makes_ready_fail_and_requests_fail_fast() -> None:
+    running = start_server(create_app(make_settings(model="mobilenet_v2", max_batch_size=1)))
+    try:
+        engine = running.service._engine
+        assert engine is not None
+        gated = GatedEngine(engine.run)
+        gated.fail_next = _FatalFault()  # type: ignore[assignment]
+        engine.run = gated  # type: ignore[method-assign]
+        with running.client(timeout=10) as client:
+            assert_error(_post(client, photo("cat.jpg")), ErrorCode.INFERENCE_FAILED)
+            ready = assert_error(client.get("/ready"), ErrorCode.NOT_READY)
+            assert "restart" in ready["error"]["message"]
+            assert_error(_post(client, photo("cat.jpg")), ErrorCode.NOT_READY)
+            assert client.get("/health").status_code == 200
+    finally:
+        running.stop()
 
 
 def test_a_bug_is_internal_error_without_a_traceback(server, monkeypatch) -> None:
