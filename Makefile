@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install serve test bench lint typecheck format clean
+.PHONY: install serve test bench loadtest tools lint typecheck format clean
 
 install: $(STAMP)
 
@@ -23,8 +23,25 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# Prometheus (promtool) and docker-compose for the observability checks; installs them with
+# apt-get when missing and allowed to (root), else the tests that need them say so.
+tools:
+	./scripts/ensure-tools.sh
+
+test: lint typecheck tools
 	$(BIN)/pytest --cov --cov-report=term
+
+# Locust, headless, against a running server: make loadtest URL=http://host:8000 USERS=8 DURATION=60s
+URL ?= http://127.0.0.1:8000
+USERS ?= 8
+DURATION ?= 60s
+RESULTS ?= results
+loadtest: $(STAMP)
+	mkdir -p $(RESULTS)
+	$(BIN)/locust -f loadtest/locustfile.py --headless -H $(URL) -u $(USERS) -r $(USERS) \
+		-t $(DURATION) --csv $(RESULTS)/locust --csv-full-history --html $(RESULTS)/locust.html \
+		--only-summary
+	$(BIN)/python -m loadtest.locust_plot $(RESULTS)/locust_stats_history.csv $(RESULTS)/locust.png
 
 # Measures this machine: the model alone, then the server; writes docs/benchmarks.md (+ .png).
 bench: $(STAMP)
@@ -35,4 +52,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info results

@@ -70,9 +70,14 @@ class Metrics:
         self.queue_depth = Gauge(
             "batchserve_queue_depth", "Items waiting in the batcher", registry=r
         )
+        self.queue_capacity = Gauge(
+            "batchserve_queue_capacity", "Items the batcher queue holds before refusing", registry=r
+        )
         self.workers_busy = Gauge(
             "batchserve_workers_busy", "Inference workers running a batch now", registry=r
         )
+        # Also a label of batchserve_model_info; as a value it can divide busy time.
+        self.workers = Gauge("batchserve_workers", "Inference workers configured", registry=r)
         histogram = functools.partial(Histogram, registry=r)
         self.queue_wait = histogram(
             "batchserve_queue_wait_seconds",
@@ -119,7 +124,9 @@ class Metrics:
     def watch_batcher(self, statistics: Callable[[], BatcherStatistics]) -> None:
         """Read queue depth and busy workers from the batcher at every scrape."""
         self.queue_depth.set_function(lambda: statistics().queue_depth)
+        self.queue_capacity.set_function(lambda: statistics().max_queue_size)
         self.workers_busy.set_function(lambda: statistics().busy_workers)
+        self.workers.set_function(lambda: statistics().workers)
 
     def set_model_info(self, **labels: str) -> None:
         """Publish the model description as the labels of ``batchserve_model_info``."""

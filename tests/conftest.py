@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
 import threading
 import time
@@ -24,6 +26,21 @@ from server.serving import DrainingServer, uvicorn_config
 DATA = Path(__file__).parent / "data"
 PHOTOS = ("cat.jpg", "cat_cmyk.jpg", "coffee.webp", "camera_gray.png", "horse_rgba.png",
           "animated.gif", "astronaut.jpg")  # fmt: skip
+
+
+def require_tool(name: str) -> str:
+    """The path of command ``name``; missing, the test fails in CI and is skipped elsewhere.
+
+    ``make test`` installs the tools first (scripts/ensure-tools.sh), so in CI a
+    missing tool is a broken setup, never a reason to skip silently.
+    """
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (scripts/ensure-tools.sh installs it as root)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def photo(name: str) -> bytes:
