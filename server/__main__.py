@@ -7,7 +7,7 @@ import sys
 
 from server.app import create_app
 from server.config import Settings, SettingsError, load_settings
-from server.inference import DeviceError, resolve_device
+from server.inference import DeviceError, resolve_compile, resolve_device, resolve_precision
 from server.logs import configure_logging
 from server.model import ModelLoadError, ensure_weights, resolve_weights
 from server.serving import serve
@@ -20,7 +20,9 @@ EXIT_CONFIG = 2
 
 def preflight(settings: Settings) -> None:
     """Fail before binding the port when the device or weights cannot work."""
-    resolve_device(settings.device)
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    resolve_compile(settings.compile, device, precision)
     ensure_weights(resolve_weights(settings.model, settings.weights))
 
 

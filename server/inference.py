@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -68,10 +69,26 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     return setting
 
 
+def has_cxx_compiler() -> bool:
+    """Inductor compiles CPU kernels with a C++ compiler (and triton its CUDA launchers with
+    the same toolchain); slim containers have none."""
+    names = (os.environ.get("CXX", ""), "g++", "c++", "clang++")
+    return any(shutil.which(name) for name in names if name)
+
+
 def resolve_compile(setting: str, device: torch.device, precision: str) -> bool:
-    """``auto`` compiles where it was measured to pay off: bf16 on the CPU."""
+    """``auto`` compiles where it was measured to pay off: bf16 on the CPU, given a compiler."""
     if setting == "auto":
-        return device.type == "cpu" and precision == "bf16"
+        wanted = device.type == "cpu" and precision == "bf16"
+        if wanted and not has_cxx_compiler():
+            logger.warning("BATCHSERVE_COMPILE=auto: no C++ compiler (g++), serving eager")
+            return False
+        return wanted
+    if setting == "on" and not has_cxx_compiler():
+        raise DeviceError(
+            "BATCHSERVE_COMPILE=on needs a C++ compiler (g++): install it (the image: "
+            "--build-arg COMPILER=1), or set BATCHSERVE_COMPILE=off"
+        )
     return setting == "on"
 
 

@@ -1,4 +1,4 @@
-"""The documentation's runnable examples run."""
+"""The documentation: runnable examples run, every document is linked, links resolve."""
 
 from __future__ import annotations
 
@@ -27,3 +27,17 @@ def test_the_readme_gives_the_two_commands_first() -> None:
     readme = (ROOT / "README.md").read_text()
     quick_start = readme.split("## Quick start", 1)[1]
     assert quick_start.index("make serve") < quick_start.index("make test")
+
+
+def test_the_readme_links_every_document() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        if doc.name == "benchmarks-compiled.md":
+            continue  # linked from performance.md, a companion of benchmarks.md
+        assert f"(docs/{doc.name})" in readme, doc.name
+
+
+def test_relative_links_in_the_docs_point_to_files() -> None:
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
+            assert (doc.parent / target).exists(), f"{doc.name} -> {target}"

@@ -123,6 +123,15 @@ def test_compile_auto_is_on_for_cpu_bf16_only() -> None:
     assert not resolve_compile("off", CPU, "bf16")
 
 
+def test_without_a_cxx_compiler_auto_stays_eager_and_on_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr("server.inference.shutil.which", lambda name: None)
+    assert not resolve_compile("auto", CPU, "bf16")
+    with pytest.raises(DeviceError, match="needs a C\\+\\+ compiler"):
+        resolve_compile("on", CPU, "fp32")
+    assert not resolve_compile("off", CPU, "bf16")
+
+
 def test_batch_buckets_are_powers_of_two_and_the_maximum() -> None:
     assert batch_buckets(1) == (1,)
     assert batch_buckets(8) == (1, 2, 4, 8)

@@ -1,0 +1,57 @@
+variable "region" {
+  description = "AWS region to run the VM in."
+  type        = string
+  default     = "eu-central-1"
+}
+
+variable "instance_type" {
+  description = "EC2 instance type. c7i.xlarge has AMX (compiled bf16 is the fast path); g5.xlarge has a GPU (use the CUDA image)."
+  type        = string
+  default     = "c7i.xlarge"
+}
+
+variable "key_name" {
+  description = "Name of an existing EC2 key pair for SSH."
+  type        = string
+}
+
+variable "ssh_cidrs" {
+  description = "CIDR blocks allowed to SSH to the VM (port 22). Keep it to your own address."
+  type        = list(string)
+}
+
+variable "api_cidrs" {
+  description = "CIDR blocks allowed to reach the API port."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+}
+
+variable "api_port" {
+  description = "Port of the batchserve API on the VM."
+  type        = number
+  default     = 8000
+}
+
+variable "repository_url" {
+  description = "Git repository with docker-compose.yml to clone on the VM."
+  type        = string
+  default     = "https://github.com/batchserve/batchserve.git"
+}
+
+variable "repository_ref" {
+  description = "Branch or tag of the repository to deploy."
+  type        = string
+  default     = "main"
+}
+
+variable "root_volume_gb" {
+  description = "Size of the root disk in GB (images, weights, Prometheus data)."
+  type        = number
+  default     = 40
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = { Project = "batchserve" }
+}

@@ -1,0 +1,65 @@
+"""The Dockerfile: hadolint-clean, multi-stage, non-root, health-checked, pinned dependencies."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+HADOLINT = str(Path(sys.executable).with_name("hadolint"))
+
+
+def test_hadolint_has_no_warnings() -> None:
+    result = subprocess.run(
+        [HADOLINT, "--failure-threshold", "info", "Dockerfile"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_the_image_is_multi_stage_on_python_311_slim_and_runs_as_a_user() -> None:
+    stages = re.findall(r"^FROM (\S+) AS (\w+)$", DOCKERFILE, re.MULTILINE)
+    assert [name for _, name in stages] == ["build", "weights", "runtime"]
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in DOCKERFILE
+    assert re.search(r"^USER 10001", DOCKERFILE, re.MULTILINE)
+    assert "useradd" in DOCKERFILE
+
+
+def test_it_serves_on_8000_from_every_interface_with_a_health_check() -> None:
+    assert re.search(r"^EXPOSE 8000$", DOCKERFILE, re.MULTILINE)
+    assert "BATCHSERVE_HOST=0.0.0.0" in DOCKERFILE
+    assert re.search(r"^HEALTHCHECK .*\n.*/health", DOCKERFILE, re.MULTILINE)
+    assert DOCKERFILE.rstrip().endswith('CMD ["batchserve"]')
+
+
+def test_weights_are_baked_at_build_time_with_the_server_s_own_loader() -> None:
+    assert "ARG BAKE_WEIGHTS=1" in DOCKERFILE
+    assert "ensure_weights(resolve_weights(" in DOCKERFILE
+    assert "TORCH_HOME=/opt/torch" in DOCKERFILE
+
+
+def test_the_lock_files_pin_every_runtime_dependency_exactly() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {
+        re.split(r"[<>=\[ ]", d)[0].lower().replace("_", "-") for d in project["dependencies"]
+    }
+    assert "runtime-${VARIANT}.txt" in DOCKERFILE
+    for variant in ("cpu", "cuda"):
+        lines = (ROOT / "requirements" / f"runtime-{variant}.txt").read_text().splitlines()
+        pins = [line for line in lines if line and not line.startswith("#")]
+        assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==\S+", p) for p in pins), variant
+        names = {p.split("==")[0].lower().replace("_", "-") for p in pins}
+        assert wanted <= names, wanted - names
+    cpu = (ROOT / "requirements" / "runtime-cpu.txt").read_text()
+    assert re.search(r"^torch==[\d.]+\+cpu$", cpu, re.MULTILINE)
+
+
+def test_the_build_context_leaves_out_the_venv_git_tests_and_caches() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    for entry in (".git", ".venv", "tests", "**/__pycache__", ".pytest_cache", "results", ".env"):
+        assert entry in ignored, entry

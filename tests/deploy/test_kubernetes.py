@@ -1,0 +1,104 @@
+"""deploy/kubernetes: strict schema validation, probes, draining and security settings."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[2]
+KUBE = ROOT / "deploy" / "kubernetes"
+VALIDATE = str(Path(sys.executable).with_name("kubernetes-validate"))
+
+
+def _validate(path: Path) -> str:
+    result = subprocess.run(
+        [VALIDATE, "--strict", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _kustomize(overlay: Path, out: Path) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: kustomize build not checked")
+    built = subprocess.run(
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120
+    )
+    assert built.returncode == 0, built.stderr
+    out.write_text(built.stdout)
+    return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+
+
+def _by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {doc["kind"]: doc for doc in docs}
+
+
+# Built-in kinds only: kustomization.yaml is kustomize's, the ServiceMonitor is checked below.
+BUILT_IN = sorted(
+    p for p in (KUBE / "base").glob("*.yaml")
+    if p.name not in {"kustomization.yaml", "servicemonitor.yaml"}
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("path", BUILT_IN, ids=lambda p: p.name)
+def test_each_base_manifest_passes_strict_validation(path: Path) -> None:
+    assert "passed" in _validate(path)
+
+
+def test_the_queue_depth_autoscaler_variant_is_valid() -> None:
+    assert "passed" in _validate(KUBE / "extras" / "hpa-queue-depth.yaml")
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/gpu"])
+def test_the_kustomized_output_passes_strict_validation(overlay: str, tmp_path: Path) -> None:
+    docs = _kustomize(KUBE / overlay, tmp_path / "built.yaml")
+    assert {d["kind"] for d in docs} >= {
+        "ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
+        "PodDisruptionBudget", "ServiceMonitor",
+    }  # fmt: skip
+    _validate(tmp_path / "built.yaml")
+
+
+def test_the_service_monitor_has_what_the_operator_needs(tmp_path: Path) -> None:
+    docs = _by_kind(_kustomize(KUBE / "base", tmp_path / "built.yaml"))
+    monitor, service = docs["ServiceMonitor"], docs["Service"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_probes_draining_and_security(tmp_path: Path) -> None:
+    docs = _by_kind(_kustomize(KUBE / "base", tmp_path / "built.yaml"))
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
+    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    drain = float(docs["ConfigMap"]["data"]["BATCHSERVE_SHUTDOWN_TIMEOUT_S"])
+    assert pod["terminationGracePeriodSeconds"] > pause + drain
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]
+    cpus = int(container["resources"]["limits"]["cpu"])
+    assert int(docs["ConfigMap"]["data"]["BATCHSERVE_THREADS_PER_WORKER"]) <= cpus
+
+
+def test_the_gpu_overlay_asks_for_a_gpu_and_runs_the_cuda_image(tmp_path: Path) -> None:
+    docs = _by_kind(_kustomize(KUBE / "overlays" / "gpu", tmp_path / "built.yaml"))
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["image"].endswith("-cuda")
+    assert docs["ConfigMap"]["data"]["BATCHSERVE_DEVICE"] == "cuda"
