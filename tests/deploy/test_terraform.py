@@ -22,9 +22,12 @@ def test_terraform_fmt_is_clean() -> None:
 def test_only_the_api_port_and_ssh_are_open() -> None:
     main = (AWS / "main.tf").read_text()
     ingress = re.findall(r'resource "aws_vpc_security_group_ingress_rule" "(\w+)"', main)
-    assert sorted(ingress) == ["api", "ssh"]
-    assert "var.api_port" in main
-    assert "var.ssh_cidrs" in main
+    assert ingress == ["allowed"]
+    rules = main.split("ingress = merge(")[1].split("\n  )\n")[0]
+    ports = re.findall(r"port = ([\w.]+)", rules)
+    assert ports == ["var.api_port", "22"]
+    assert "var.api_cidrs" in rules
+    assert "var.ssh_cidrs" in rules
 
 
 def test_the_vm_runs_the_compose_stack_and_the_url_is_an_output() -> None:

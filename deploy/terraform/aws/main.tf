@@ -27,24 +27,22 @@ resource "aws_security_group" "batchserve" {
   }
 }
 
-resource "aws_vpc_security_group_ingress_rule" "api" {
-  for_each          = toset(var.api_cidrs)
-  security_group_id = aws_security_group.batchserve.id
-  description       = "batchserve API"
-  cidr_ipv4         = each.value
-  ip_protocol       = "tcp"
-  from_port         = var.api_port
-  to_port           = var.api_port
+locals {
+  # The only ways in: the API port from api_cidrs, SSH from ssh_cidrs.
+  ingress = merge(
+    { for cidr in var.api_cidrs : "api ${cidr}" => { port = var.api_port, cidr = cidr, what = "batchserve API" } },
+    { for cidr in var.ssh_cidrs : "ssh ${cidr}" => { port = 22, cidr = cidr, what = "SSH" } },
+  )
 }
 
-resource "aws_vpc_security_group_ingress_rule" "ssh" {
-  for_each          = toset(var.ssh_cidrs)
+resource "aws_vpc_security_group_ingress_rule" "allowed" {
+  for_each          = local.ingress
   security_group_id = aws_security_group.batchserve.id
-  description       = "SSH"
-  cidr_ipv4         = each.value
+  description       = each.value.what
+  cidr_ipv4         = each.value.cidr
   ip_protocol       = "tcp"
-  from_port         = 22
-  to_port           = 22
+  from_port         = each.value.port
+  to_port           = each.value.port
 }
 
 resource "aws_vpc_security_group_egress_rule" "all" {
