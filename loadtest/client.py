@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 import httpx
 
 
+def percentile_ms(latencies_s: list[float], q: int) -> float:
+    """The q-th percentile of ``latencies_s`` in milliseconds (NaN when there are none)."""
+    if len(latencies_s) < 2:
+        return latencies_s[0] * 1000 if latencies_s else float("nan")
+    return statistics.quantiles(latencies_s, n=100)[q - 1] * 1000
+
+
 @dataclass
 class LoadResult:
     """What one load level measured."""
@@ -28,9 +35,7 @@ class LoadResult:
 
     def percentile_ms(self, q: int) -> float:
         """The q-th percentile latency in milliseconds."""
-        if len(self.latencies_s) < 2:
-            return self.latencies_s[0] * 1000 if self.latencies_s else float("nan")
-        return statistics.quantiles(self.latencies_s, n=100)[q - 1] * 1000
+        return percentile_ms(self.latencies_s, q)
 
     def mean_stage_ms(self, stage: str) -> float:
         """The mean of a ``timing_ms`` stage the server reported."""

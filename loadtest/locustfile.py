@@ -25,6 +25,8 @@ from typing import Final
 from locust import FastHttpUser, LoadTestShape, between, tag, task
 from PIL import Image
 
+from loadtest.samples import pixel_bomb, truncated
+
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO_SUFFIXES: Final = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
@@ -37,12 +39,6 @@ def load_photos(folder: Path) -> list[tuple[str, bytes]]:
     return [(p.name, p.read_bytes()) for p in photos]
 
 
-def _pixel_bomb() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("1", (12_000, 12_000)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _truncated_jpeg(photos: list[tuple[str, bytes]]) -> bytes:
     """The first half of a JPEG: of a photo from the folder, else of a generated one."""
     jpegs = [data for name, data in photos if name.lower().endswith((".jpg", ".jpeg"))]
@@ -50,7 +46,7 @@ def _truncated_jpeg(photos: list[tuple[str, bytes]]) -> bytes:
         buffer = io.BytesIO()
         Image.effect_noise((256, 256), 64).convert("RGB").save(buffer, format="JPEG")
         jpegs = [buffer.getvalue()]
-    return jpegs[0][: len(jpegs[0]) // 2]
+    return truncated(jpegs[0])
 
 
 PHOTOS: Final = load_photos(Path(os.environ.get("LOCUST_PHOTOS", ROOT / "tests" / "data")))
@@ -59,7 +55,7 @@ BAD_UPLOADS: Final = [
     ("notes.txt", b"this is not an image", 400, "invalid_image"),
     ("truncated.jpg", _truncated_jpeg(PHOTOS), 400, "invalid_image"),
     ("empty.jpg", b"", 400, "empty_file"),
-    ("bomb.png", _pixel_bomb(), 422, "image_too_large"),
+    ("bomb.png", pixel_bomb(), 422, "image_too_large"),
 ]
 
 

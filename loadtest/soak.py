@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import random
 import re
 import signal
-import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from PIL import Image
 
+from loadtest.client import percentile_ms
 from loadtest.process import start_server
+from loadtest.samples import pixel_bomb, truncated
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -41,12 +40,6 @@ class Upload:
     expected: int
 
 
-def _pixel_bomb() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("1", (12_000, 12_000)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def uploads(data_dir: Path = DATA) -> list[Upload]:
     """The traffic mix: mostly ordinary photos, some 12 MP ones, a few hostile uploads."""
 
@@ -60,9 +53,9 @@ def uploads(data_dir: Path = DATA) -> list[Upload]:
         Upload("horse_rgba.png", photo("horse_rgba.png"), 10, 200),
         Upload("camera_gray.png", photo("camera_gray.png"), 10, 200),
         Upload("rocket_12mp.jpg", photo("rocket_12mp.jpg"), 10, 200),
-        Upload("truncated.jpg", cat[: len(cat) // 2], 3, 400),
+        Upload("truncated.jpg", truncated(cat), 3, 400),
         Upload("text.txt", b"not an image at all", 3, 400),
-        Upload("bomb.png", _pixel_bomb(), 3, 422),
+        Upload("bomb.png", pixel_bomb(), 3, 422),
     ]
 
 
@@ -130,7 +123,8 @@ def report(result: SoakResult, duration_s: float, concurrency: int) -> str:
         "|---|---:|---:|",
         *(f"| {n} | {s} | {c} |" for (n, s), c in sorted(result.outcomes.items())),
         "",
-        f"Latency of successes: p50 {_pct(ok, 50):.0f} ms, p99 {_pct(ok, 99):.0f} ms",
+        f"Latency of successes: p50 {percentile_ms(ok, 50):.0f} ms, "
+        f"p99 {percentile_ms(ok, 99):.0f} ms",
         _rss_summary([mb for _, mb in result.rss_mb]),
         "",
         "| t (s) | RSS (MB) |",
@@ -152,12 +146,6 @@ def _rss_summary(rss: list[float]) -> str:
         f"RSS: first {rss[0]:.0f} MB, after warm-up {settled:.0f} MB, max {max(rss):.0f} MB, "
         f"last {rss[-1]:.0f} MB (growth after warm-up {rss[-1] - settled:+.0f} MB)"
     )
-
-
-def _pct(values: list[float], q: int) -> float:
-    if len(values) < 2:
-        return values[0] * 1000 if values else float("nan")
-    return statistics.quantiles(values, n=100)[q - 1] * 1000
 
 
 def main(argv: list[str] | None = None) -> None:

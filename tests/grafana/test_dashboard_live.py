@@ -7,7 +7,6 @@ query that returns nothing, or only NaN, is a panel that would show nothing.
 from __future__ import annotations
 
 import math
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,16 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.process import free_port
 from tests.conftest import RunningServer, photo, require_tool
 from tests.grafana.dashboard import concrete, load, metric_names, queries
 
 JOB = "batchserve"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +32,7 @@ def prometheus(resnet_server: RunningServer, tmp_path_factory) -> Iterator[str]:
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         f"scrape_configs:\n  - job_name: {JOB}\n    static_configs: [{{targets: ['{target}']}}]\n"
     )
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [require_tool("prometheus"), f"--config.file={folder / 'prometheus.yml'}",
          f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],

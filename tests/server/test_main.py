@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,16 +20,11 @@ import pytest
 import torch
 from torchvision.models import get_model, get_model_weights
 
+from loadtest.process import free_port
 from server.app import create_app
 from tests.conftest import make_settings, photo, start_server
 
 BATCHSERVE = str(Path(sys.executable).with_name("batchserve"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
@@ -152,7 +146,7 @@ def _access_log(stderr: str) -> dict[str, int]:
 
 
 def test_sigterm_under_load_answers_every_accepted_request_then_exits(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = _environment(
         tmp_path, model="mobilenet_v2", weights="random", port=str(port), max_batch_size="4",
