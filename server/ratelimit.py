@@ -53,8 +53,9 @@ class ClientRateLimiter:
     async def check(self, request: Request) -> None:
         """Count this request against its client; 429 ``rate_limited`` once over a limit."""
         key = client_address(request, self.trusted)
+        # Test every window before counting in any: a refused request uses up no budget.
         for item in self.items:
-            if not await self._limiter.hit(item, key):
+            if not await self._limiter.test(item, key):
                 stats = await self._limiter.get_window_stats(item, key)
                 wait = max(1, math.ceil(stats.reset_time - time.time()))
                 raise ApiError(
@@ -62,3 +63,5 @@ class ClientRateLimiter:
                     f"rate limit of {item} exceeded for {key}; retry in {wait} s",
                     retry_after_s=wait,
                 )
+        for item in self.items:
+            await self._limiter.hit(item, key)

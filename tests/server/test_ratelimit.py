@@ -58,6 +58,17 @@ async def test_each_client_has_its_own_budget_and_the_429_says_when_to_retry() -
     await limiter.check(_request("192.0.2.2"))
 
 
+async def test_a_refused_request_uses_up_no_budget_in_the_other_windows() -> None:
+    limiter = ClientRateLimiter("5/hour;1/day", ())
+    await limiter.check(_request("192.0.2.3"))
+    for _ in range(3):
+        with pytest.raises(ApiError):
+            await limiter.check(_request("192.0.2.3"))
+    hourly = limiter.items[0]
+    stats = await limiter._limiter.get_window_stats(hourly, "192.0.2.3")
+    assert stats.remaining == 4
+
+
 def test_over_the_limit_predict_gets_429_and_probes_are_never_limited(
     guarded_server: RunningServer,
 ) -> None:
