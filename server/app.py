@@ -6,15 +6,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.params import Depends as Dependency
+from starlette.middleware.cors import CORSMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from server import __version__
+from server import __version__, routes
+from server.auth import API_KEY_HEADER, ApiKeys, require_api_key
 from server.config import Settings
-from server.errors import ErrorCode, install_handlers
+from server.errors import DisconnectStage, ErrorCode, install_handlers
 from server.metrics import Metrics
 from server.middleware import RequestContextMiddleware
 from server.ratelimit import ClientRateLimiter
-from server.routes import router
+from server.routes import REQUEST_TIMEOUT_HEADER
 from server.service import ClassificationService
 
 logger = logging.getLogger(__name__)
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_batch_size=settings.max_batch_size,
         endpoints=ENDPOINTS,
         error_codes=[code.value for code in ErrorCode],
+        disconnect_stages=[stage.value for stage in DisconnectStage],
     )
     app = FastAPI(
         title="batchserve",
@@ -61,12 +66,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = ClassificationService(settings, metrics)
     app.state.metrics = metrics
-    app.state.limiter = (
-        ClientRateLimiter(settings.rate_limit, settings.trusted_networks)
-        if settings.rate_limit
-        else None
-    )
+    app.state.limiter = ClientRateLimiter(settings.rate_limit) if settings.rate_limit else None
+    app.state.api_keys = ApiKeys(settings.api_key_list) if settings.api_key_list else None
     install_handlers(app)
-    app.include_router(router)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    _include_routes(app, settings)
+    _add_middleware(app, settings, metrics)
     return app
+
+
+def _include_routes(app: FastAPI, settings: Settings) -> None:
+    """The API behind the keys (when set); probes always open; /metrics open unless protected."""
+    guard: list[Dependency] = [Depends(require_api_key)] if settings.api_key_list else []
+    app.include_router(routes.router, dependencies=guard)
+    app.include_router(routes.probes)
+    app.include_router(routes.telemetry, dependencies=guard if settings.protect_metrics else [])
+
+
+#: Request headers browsers may send cross-origin, and response headers they may read.
+CORS_ALLOW_HEADERS = ("Authorization", API_KEY_HEADER, REQUEST_TIMEOUT_HEADER, "X-Request-ID")
+CORS_EXPOSE_HEADERS = ("X-Request-ID", "Retry-After")
+
+
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Innermost first: CORS, then the request context, then the proxy headers outermost.
+
+    The proxy headers come first so that the access log, the rate limiter and
+    everything else see the real client; BATCHSERVE_TRUSTED_PROXIES is the only
+    place that decides whom to believe (uvicorn's own handling is off).
+    """
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origin_list),
+            allow_methods=["GET", "POST"],
+            allow_headers=list(CORS_ALLOW_HEADERS),
+            expose_headers=list(CORS_EXPOSE_HEADERS),
+            max_age=600,
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    if settings.trusted_proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)

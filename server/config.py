@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
+from dotenv import dotenv_values
 from limits import parse_many
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+ENV_PREFIX: Final = "BATCHSERVE_"
+#: 1 Gpx decodes to 3 GB of RGB: beyond that no single image can be served sensibly.
+MAX_IMAGE_PIXELS_CEILING: Final = 1_000_000_000
+#: An API key shorter than this is refused: it could be guessed.
+MIN_API_KEY_LENGTH: Final = 16
+#: ``BATCHSERVE_`` variables that are not settings but are expected (docker-compose.yml's).
+KNOWN_OTHER_VARIABLES: Final = frozenset({"BATCHSERVE_IMAGE_TAG"})
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CompileMode = Literal["auto", "on", "off"]
@@ -20,35 +29,73 @@ LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
-    """The server's configuration; see docs/configuration.md for each value."""
+    """The server's configuration; see docs/configuration.md for each value.
+
+    Each field is ``BATCHSERVE_<NAME>`` in the environment or ``.env`` and
+    ``--<name>`` (kebab-case) on ``batchserve serve``; the flag wins over the
+    environment, which wins over ``.env``. A field's docstring is its ``--help``.
+    """
 
     model_config = SettingsConfigDict(
-        env_prefix="BATCHSERVE_", env_file=".env", extra="ignore", frozen=True
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        use_attribute_docstrings=True,
     )
 
     model: str = "resnet50"
+    """A torchvision classification model name (resnet50, mobilenet_v2, ...)."""
     weights: str = "DEFAULT"
+    """DEFAULT, a registry weights name, a state_dict file, or random."""
     device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
     precision: Precision = "auto"
+    """auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16 (CUDA)."""
     compile: CompileMode = "auto"
+    """torch.compile the model: auto, on or off."""
     cache_dir: Path = Path("~/.cache/batchserve")
+    """Where compiled kernels are cached between restarts."""
     max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    """Most images in one forward pass."""
     max_batch_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 5.0
+    """Longest wait for a batch to fill, from its first item."""
     max_queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 128
+    """Images waiting before new requests get 503 overloaded."""
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+    """Concurrent inference workers (auto: 1 on CPU, 2 on CUDA)."""
     threads_per_worker: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
+    """Torch threads per inference worker (auto: cores / workers on CPU)."""
     request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """A request's deadline, from arrival; queued past it, it is not computed."""
     max_upload_mb: Annotated[float, Field(gt=0, le=1024)] = 10.0
-    max_image_pixels: Annotated[int, Field(ge=1)] = 50_000_000
+    """Largest upload in MiB (413 above)."""
+    max_image_pixels: Annotated[int, Field(ge=1, le=MAX_IMAGE_PIXELS_CEILING)] = 50_000_000
+    """Most pixels an image may declare (decompression bombs); 422 above."""
     preprocess_threads: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
+    """Image-decoding threads (auto: one per core)."""
     body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """The whole upload must arrive within this many seconds (408 otherwise)."""
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 20.0
+    """Longest drain of queued and running work after SIGTERM or Ctrl-C."""
     rate_limit: str = ""
+    """Per-client (per-key with API keys) limit, e.g. 100/minute; empty: none."""
     trusted_proxies: str = ""
+    """Proxies (addresses or CIDRs) whose X-Forwarded-For is believed; empty: none."""
+    api_keys: SecretStr = SecretStr("")
+    """Comma-separated API keys required on /predict and /info; empty: no keys."""
+    protect_metrics: bool = False
+    """Require an API key on /metrics too."""
+    cors_origins: str = ""
+    """Comma-separated browser origins allowed to call the API (CORS), or *; empty: none."""
     host: str = "127.0.0.1"
+    """Address to listen on (0.0.0.0 for all interfaces)."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    """TCP port to listen on."""
     log_level: LogLevel = "info"
+    """debug, info, warning, error or critical."""
     log_format: LogFormat = "text"
+    """text, or json (one object per line)."""
 
     @field_validator("model")
     @classmethod
@@ -91,10 +138,35 @@ class Settings(BaseSettings):
                 raise ValueError(f"{part!r} is not an IP address or CIDR network") from None
         return value.strip()
 
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: SecretStr) -> SecretStr:
+        for key in _split(value.get_secret_value()):
+            if len(key) < MIN_API_KEY_LENGTH:
+                raise ValueError(
+                    f"each key must have at least {MIN_API_KEY_LENGTH} characters (one has "
+                    f"{len(key)}); make one with: python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))'"
+                )
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in _split(value):
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com or *")
+        return value.strip()
+
     @property
-    def trusted_networks(self) -> tuple[IPNetwork, ...]:
-        """The proxies whose X-Forwarded-For is believed (comma-separated addresses/CIDRs)."""
-        return tuple(ipaddress.ip_network(p, strict=False) for p in _split(self.trusted_proxies))
+    def api_key_list(self) -> tuple[str, ...]:
+        """The configured API keys; empty when the API is open."""
+        return tuple(_split(self.api_keys.get_secret_value()))
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        """Origins allowed by CORS; empty when CORS is off."""
+        return tuple(_split(self.cors_origins))
 
     @field_validator("cache_dir")
     @classmethod
@@ -131,20 +203,47 @@ class SettingsError(Exception):
     """The environment holds invalid settings; the message lists each one."""
 
 
-def load_settings() -> Settings:
-    """Read settings from the environment and ``.env``, with one clear message on error."""
+def load_settings(cli: PydanticBaseSettingsSource | None = None) -> Settings:
+    """Read settings from the command line (if given), the environment and ``.env``.
+
+    Raises :class:`SettingsError` with one clear message naming every bad value.
+    """
     try:
-        return Settings()
+        return Settings(_cli_settings_source=cli)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise SettingsError(describe_errors(exc)) from exc
 
 
 def describe_errors(exc: ValidationError) -> str:
-    """Turn pydantic's errors into lines naming the environment variable and the bad value."""
+    """Turn pydantic's errors into lines naming the variable (and flag) and the bad value."""
     problems: dict[str, list[str]] = {}
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
-        key = f"BATCHSERVE_{field.upper()}={error.get('input')!r}"
+        value = "'**********'" if field == "api_keys" else repr(error.get("input"))
+        flag = "--" + field.replace("_", "-")
+        key = f"{ENV_PREFIX}{field.upper()}={value} ({flag})"
         problems.setdefault(key, []).append(error["msg"].removeprefix("Value error, "))
     lines = [f"  {key}: {' or '.join(messages)}" for key, messages in problems.items()]
     return "\n".join(["invalid configuration:", *lines])
+
+
+def unknown_variables(names: Iterable[str]) -> list[str]:
+    """Warnings for ``BATCHSERVE_`` names that are no setting (typos), with the likely one."""
+    known = {f"{ENV_PREFIX}{field.upper()}" for field in Settings.model_fields}
+    warnings = []
+    for name in sorted(set(names)):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper in KNOWN_OTHER_VARIABLES:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{name} is not a batchserve setting and is ignored{hint}")
+    return warnings
+
+
+def variable_names(env_file: Path = Path(".env")) -> list[str]:
+    """Every variable name set in the environment or in ``env_file``."""
+    names = list(os.environ)
+    if env_file.is_file():
+        names.extend(dotenv_values(env_file))
+    return names

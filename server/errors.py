@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from batcher import BatcherClosedError, BatcherError, BatchFailedError, QueueFullError
 from server import preprocess
@@ -18,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a client should wait before retrying a 503.
 RETRY_AFTER_S: Final = 1
+#: The realm named in a 401's WWW-Authenticate header.
+REALM: Final = "batchserve"
 
 
 class ErrorCode(StrEnum):
@@ -27,6 +30,7 @@ class ErrorCode(StrEnum):
     EMPTY_FILE = "empty_file"
     INVALID_MULTIPART = "invalid_multipart"
     BAD_REQUEST = "bad_request"
+    UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
@@ -37,6 +41,7 @@ class ErrorCode(StrEnum):
     INVALID_PARAMETER = "invalid_parameter"
     IMAGE_TOO_LARGE = "image_too_large"
     REQUEST_TIMEOUT = "request_timeout"
+    HEADERS_TOO_LARGE = "headers_too_large"
     RATE_LIMITED = "rate_limited"
     OVERLOADED = "overloaded"
     NOT_READY = "not_ready"
@@ -50,6 +55,7 @@ STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.EMPTY_FILE: 400,
     ErrorCode.INVALID_MULTIPART: 400,
     ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
@@ -60,6 +66,7 @@ STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.INVALID_PARAMETER: 422,
     ErrorCode.IMAGE_TOO_LARGE: 422,
     ErrorCode.REQUEST_TIMEOUT: 408,
+    ErrorCode.HEADERS_TOO_LARGE: 431,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.NOT_READY: 503,
@@ -76,8 +83,24 @@ _BY_HTTP_STATUS: Final = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_AL
 CLIENT_CLOSED_STATUS: Final = 499
 
 
+class DisconnectStage(StrEnum):
+    """Where a request was when its client went away (``batchserve_client_disconnects_total``).
+
+    ``upload`` is the body still arriving; the others are the request stages.
+    """
+
+    UPLOAD = "upload"
+    PREPROCESS = "preprocess"
+    QUEUE = "queue"
+    INFERENCE = "inference"
+
+
 class ClientDisconnectedError(Exception):
     """The client went away before its answer was ready; nobody reads the response."""
+
+    def __init__(self, stage: DisconnectStage) -> None:
+        super().__init__(f"the client disconnected during {stage.value}")
+        self.stage = stage
 
 
 class ApiError(Exception):
@@ -98,6 +121,8 @@ class ApiError(Exception):
         """Retry-After where the client may retry: the 503s, and 429 with its own wait."""
         if self.retry_after_s is not None:
             return {"Retry-After": str(self.retry_after_s)}
+        if self.code is ErrorCode.UNAUTHORIZED:
+            return {"WWW-Authenticate": f'Bearer realm="{REALM}"'}
         return {"Retry-After": str(RETRY_AFTER_S)} if self.code in _RETRYABLE else {}
 
 
@@ -165,13 +190,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
-    logger.info("client disconnected before the answer (request %s)", request_id_of(request))
+    """Any body reader that meets a disconnect ends here: 499, counted by stage, never a 500."""
+    stage = exc.stage if isinstance(exc, ClientDisconnectedError) else DisconnectStage.UPLOAD
+    logger.info("client disconnected during %s (request %s)", stage.value, request_id_of(request))
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.client_disconnects.labels(stage=stage.value).inc()
     return Response(status_code=CLIENT_CLOSED_STATUS)
 
 
 def install_handlers(app: FastAPI) -> None:
     """Answer every error raised inside the app with the structured body."""
     app.add_exception_handler(ClientDisconnectedError, _client_gone)
+    # Starlette's own: raised by request.stream()/body()/form() when the client leaves mid-upload.
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -37,14 +37,19 @@ class Metrics:
     """Every ``batchserve_*`` metric, on its own registry so apps and tests stay isolated."""
 
     def __init__(
-        self, *, max_batch_size: int, endpoints: Iterable[str], error_codes: Iterable[str]
+        self,
+        *,
+        max_batch_size: int,
+        endpoints: Iterable[str],
+        error_codes: Iterable[str],
+        disconnect_stages: Iterable[str] = (),
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=self.registry)
         self._declare_http()
         self._declare_pipeline(max_batch_size)
-        self._initialise(list(endpoints), list(error_codes))
+        self._initialise(list(endpoints), list(error_codes), list(disconnect_stages))
 
     def _declare_http(self) -> None:
         r = self.registry
@@ -63,6 +68,12 @@ class Metrics:
         )
         self.errors = Counter(
             "batchserve_errors", "Error responses by API error code", ["code"], registry=r
+        )
+        self.client_disconnects = Counter(
+            "batchserve_client_disconnects",
+            "Requests whose client left before the answer (status 499), by stage",
+            ["stage"],
+            registry=r,
         )
 
     def _declare_pipeline(self, max_batch_size: int) -> None:
@@ -112,12 +123,14 @@ class Metrics:
             registry=r,
         )
 
-    def _initialise(self, endpoints: list[str], error_codes: list[str]) -> None:
+    def _initialise(self, endpoints: list[str], error_codes: list[str], stages: list[str]) -> None:
         # Labelled series exist from start-up so dashboards show zeros, not gaps.
         for endpoint in endpoints:
             self.request_duration.labels(endpoint=endpoint)
         for code in error_codes:
             self.errors.labels(code=code)
+        for stage in stages:
+            self.client_disconnects.labels(stage=stage)
         for reason in DropReason:
             self.dropped.labels(reason=reason.value)
 

@@ -1,58 +1,42 @@
 """Optional per-client rate limiting of /predict (``BATCHSERVE_RATE_LIMIT``), with ``limits``.
 
-The client is the TCP peer, or, when the peer is a trusted proxy
-(``BATCHSERVE_TRUSTED_PROXIES``), the right-most X-Forwarded-For entry that is
-not itself a trusted proxy: entries further left are written by the client and
-cannot be believed.
+With API keys set, each key has its own budget. Without them, each client
+address has one: the TCP peer, or the client a trusted proxy named (the proxy
+headers middleware has already put it into the request's ``client``; see
+``BATCHSERVE_TRUSTED_PROXIES``).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
-from collections.abc import Sequence
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.requests import Request
 
-from server.config import IPNetwork
 from server.errors import ApiError, ErrorCode
 
 
-def _is_trusted(address: str, networks: Sequence[IPNetwork]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.strip())
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
-
-
-def client_address(request: Request, trusted: Sequence[IPNetwork]) -> str:
-    """The address to limit: the peer, unless a trusted proxy forwarded the request."""
-    peer = request.client.host if request.client else "unknown"
-    if not trusted or not _is_trusted(peer, trusted):
-        return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _is_trusted(hop, trusted):
-            return hop
-    return hops[0] if hops else peer
+def client_key(request: Request) -> str:
+    """What the budget belongs to: the API key's fingerprint, else the client address."""
+    api_key = getattr(request.state, "api_key", None)
+    if isinstance(api_key, str):
+        return f"key:{api_key}"
+    return request.client.host if request.client else "unknown"
 
 
 class ClientRateLimiter:
-    """A moving-window limit per client address, kept in this process's memory."""
+    """A moving-window limit per API key or client address, kept in this process's memory."""
 
-    def __init__(self, spec: str, trusted: Sequence[IPNetwork]) -> None:
+    def __init__(self, spec: str) -> None:
         self.items: list[RateLimitItem] = parse_many(spec)
-        self.trusted = tuple(trusted)
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
     async def check(self, request: Request) -> None:
         """Count this request against its client; 429 ``rate_limited`` once over a limit."""
-        key = client_address(request, self.trusted)
+        key = client_key(request)
         # Test every window before counting in any: a refused request uses up no budget.
         for item in self.items:
             if not await self._limiter.test(item, key):

@@ -28,10 +28,15 @@ from server.schemas import (
     Timing,
     error_responses,
 )
-from server.service import Classification, ClassificationService
+from server.service import Classification, ClassificationService, Progress
 from server.upload import FIELD, cancel_on_disconnect, read_image_bytes
 
+#: The API proper: behind the API keys when they are set.
 router = APIRouter()
+#: Liveness and readiness: always open, for load balancers and orchestrators.
+probes = APIRouter()
+#: Prometheus' scrape target: open unless BATCHSERVE_PROTECT_METRICS.
+telemetry = APIRouter()
 
 _MULTIPART_BODY: Final[dict[str, Any]] = {
     "requestBody": {
@@ -111,7 +116,7 @@ def _request_timeout(request: Request, limit_s: float) -> float:
     "/predict",
     response_model=PredictResponse,
     summary="Classify one image",
-    responses=error_responses(400, 408, 413, 415, 422, 429, 500, 503, 504),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 429, 431, 500, 503, 504),
     openapi_extra={**_MULTIPART_BODY, "parameters": [_REQUEST_TIMEOUT_PARAMETER]},
 )
 async def predict(
@@ -130,8 +135,10 @@ async def predict(
     read_by = arrived_at + settings.body_timeout_s
     data = await _read_body(request, settings.max_upload_bytes, read_by)
     deadline = arrived_at + timeout_s
+    progress = Progress()
+    work = service.classify(data, arrived_at, deadline, progress)
     try:
-        result = await cancel_on_disconnect(request, service.classify(data, arrived_at, deadline))
+        result = await cancel_on_disconnect(request, work, progress)
     except preprocess.ImageError as exc:
         raise from_image_error(exc) from exc
     except BatcherError as exc:
@@ -179,13 +186,13 @@ def _answer(
     )
 
 
-@router.get("/health", response_model=StatusResponse, summary="Liveness")
+@probes.get("/health", response_model=StatusResponse, summary="Liveness")
 async def health() -> StatusResponse:
     """200 while the process is alive; never touches the model."""
     return StatusResponse(status="ok")
 
 
-@router.get(
+@probes.get(
     "/ready", response_model=StatusResponse, summary="Readiness", responses=error_responses(503)
 )
 async def ready(request: Request) -> StatusResponse | JSONResponse:
@@ -196,7 +203,12 @@ async def ready(request: Request) -> StatusResponse | JSONResponse:
     return StatusResponse(status="ready")
 
 
-@router.get("/info", response_model=InfoResponse, summary="Model and settings")
+@router.get(
+    "/info",
+    response_model=InfoResponse,
+    summary="Model and settings",
+    responses=error_responses(401, 503),
+)
 async def info(request: Request) -> InfoResponse:
     """The served model, its preprocessing, device, precision, batching settings and versions."""
     service = _service(request)
@@ -246,7 +258,7 @@ async def info(request: Request) -> InfoResponse:
     )
 
 
-@router.get(
+@telemetry.get(
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,

@@ -67,6 +67,30 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
+class Progress:
+    """Which stage a request is in: ``preprocess``, ``queue`` or ``inference``.
+
+    Set by the service as the request moves on, read by the web layer when its
+    client disconnects (to count where clients give up).
+    """
+
+    __slots__ = ("stage",)
+
+    def __init__(self) -> None:
+        self.stage = "preprocess"
+
+    def __repr__(self) -> str:
+        return f"<Progress {self.stage}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One batcher item: the model input and its request's progress."""
+
+    tensor: torch.Tensor
+    progress: Progress
+
+
 @dataclass(frozen=True, slots=True)
 class Classification:
     """One request's answer and where its time went (seconds)."""
@@ -89,7 +113,7 @@ class ClassificationService:
         self.threads_per_worker = 1
         self.model: LoadedModel | None = None
         self._engine: InferenceEngine | None = None
-        self._batcher: MicroBatcher[torch.Tensor, Row] | None = None
+        self._batcher: MicroBatcher[Job, Row] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -115,7 +139,7 @@ class ClassificationService:
         return self.warm and alive and not self.draining
 
     @property
-    def batcher(self) -> MicroBatcher[torch.Tensor, Row]:
+    def batcher(self) -> MicroBatcher[Job, Row]:
         """The running batcher; only valid after ``start``."""
         if self._batcher is None:
             raise RuntimeError("the service has not been started")
@@ -174,8 +198,11 @@ class ClassificationService:
         """The weights label, or a placeholder before loading."""
         return self.model.weights.label if self.model else "not loaded"
 
-    async def classify(self, data: bytes, arrived_at: float, deadline: float) -> Classification:
+    async def classify(
+        self, data: bytes, arrived_at: float, deadline: float, progress: Progress | None = None
+    ) -> Classification:
         """Preprocess ``data`` off the loop, then queue it for a batch and await its row."""
+        progress = progress or Progress()
         loop = asyncio.get_running_loop()
         assert self.model is not None
         tensor = await loop.run_in_executor(
@@ -188,12 +215,16 @@ class ClassificationService:
         submitted_at = loop.time()
         preprocess_s = submitted_at - arrived_at
         self.metrics.preprocess_duration.observe(preprocess_s)
-        row = await self.batcher.submit(tensor, deadline=deadline)
+        progress.stage = "queue"
+        row = await self.batcher.submit(Job(tensor, progress), deadline=deadline)
         queue_s = max(0.0, loop.time() - submitted_at - row.inference_s)
         return Classification(row, preprocess_s, queue_s)
 
-    async def _run_batch(self, items: Sequence[torch.Tensor]) -> list[Row]:
+    async def _run_batch(self, jobs: Sequence[Job]) -> list[Row]:
         """One forward pass; out of memory, retried once as two halves (smaller activations)."""
+        for job in jobs:
+            job.progress.stage = "inference"
+        items = [job.tensor for job in jobs]
         try:
             return await self._forward(items)
         except Exception as exc:

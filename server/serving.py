@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import logging
 from types import FrameType
-from typing import Any, Final
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from server.config import Settings
+from server.errors import ErrorCode
+from server.http_head import bounded_protocol
+from server.metrics import Metrics
 from server.service import ClassificationService
 
 logger = logging.getLogger(__name__)
-
-#: Largest request head (request line + headers) accepted; larger gets 400 and a closed socket.
-MAX_REQUEST_HEAD_BYTES: Final = 32 * 1024
 
 
 class DrainingServer(uvicorn.Server):
@@ -44,19 +44,23 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
     """How batchserve runs under uvicorn.
 
     h11 rather than httptools: h11 bounds the bytes it buffers for a request
-    head (``MAX_REQUEST_HEAD_BYTES``), where uvicorn's httptools protocol keeps
-    appending headers without a limit. Parsing costs well under a millisecond of
-    a request that spends ~100 ms in the model.
+    head, where uvicorn's httptools protocol keeps appending headers without a
+    limit; :mod:`server.http_head` bounds complete heads too. Parsing costs well
+    under a millisecond of a request that spends ~100 ms in the model.
     """
+    metrics: Metrics = app.state.metrics
+    refused = metrics.errors.labels(code=ErrorCode.HEADERS_TOO_LARGE.value)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
-        "http": "h11",
-        "h11_max_incomplete_event_size": MAX_REQUEST_HEAD_BYTES,
+        "http": bounded_protocol(refused.inc),
         "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": max(1, int(settings.shutdown_timeout_s)),
         "server_header": False,
+        # The app decides whom to believe (BATCHSERVE_TRUSTED_PROXIES); uvicorn's own
+        # proxy handling would trust loopback's X-Forwarded-For by default.
+        "proxy_headers": False,
     }
     return uvicorn.Config(app, **{**options, **overrides})
 

@@ -10,7 +10,8 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from server.errors import ApiError, ClientDisconnectedError, ErrorCode
+from server.errors import ApiError, ClientDisconnectedError, DisconnectStage, ErrorCode
+from server.service import Progress
 
 T = TypeVar("T")
 
@@ -95,11 +96,11 @@ async def _single_file(form: FormData, max_bytes: int) -> bytes:
     return data
 
 
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+async def cancel_on_disconnect(request: Request, work: Awaitable[T], progress: Progress) -> T:
     """Await ``work``, cancelling it if the client disconnects first (its item then costs nothing).
 
     Only valid once the body has been read: then the next ASGI message can only
-    be ``http.disconnect``.
+    be ``http.disconnect``. The error names the stage ``progress`` was in.
     """
     task = asyncio.ensure_future(work)
     watcher = asyncio.create_task(_disconnected(request))
@@ -107,7 +108,7 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             return task.result()
-        raise ClientDisconnectedError("the client disconnected")
+        raise ClientDisconnectedError(DisconnectStage(progress.stage))
     finally:
         watcher.cancel()
         task.cancel()

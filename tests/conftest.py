@@ -17,6 +17,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.config import Settings
@@ -85,6 +86,16 @@ class RunningServer:
             while client.get("/ready").status_code != 200:
                 assert time.monotonic() < deadline, "server never became ready"
                 time.sleep(0.05)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of ``/metrics`` (0 when the series is absent)."""
+        with self.client() as client:
+            text = client.get("/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
     def stop(self) -> None:
         self.server.should_exit = True

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from server.config import Settings, SettingsError, load_settings
+from server.config import (
+    MAX_IMAGE_PIXELS_CEILING,
+    Settings,
+    SettingsError,
+    load_settings,
+    unknown_variables,
+    variable_names,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -56,8 +63,11 @@ def test_bad_values_are_reported_with_the_variable_and_the_value(
         load_settings()
     message = str(caught.value)
     assert message.startswith("invalid configuration:")
-    assert "BATCHSERVE_MAX_BATCH_SIZE='0': Input should be greater than or equal to 1" in message
-    assert "BATCHSERVE_DEVICE='gpu': must be auto, cpu, cuda or cuda:N, got 'gpu'" in message
+    assert (
+        "BATCHSERVE_MAX_BATCH_SIZE='0' (--max-batch-size): Input should be greater than or equal"
+        in message
+    )
+    assert "BATCHSERVE_DEVICE='gpu' (--device): must be auto, cpu, cuda or cuda:N" in message
     assert "BATCHSERVE_PRECISION='fp8'" in message
 
 
@@ -90,9 +100,52 @@ def test_rate_limit_and_trusted_proxies_are_validated(monkeypatch: pytest.Monkey
     monkeypatch.setenv("BATCHSERVE_TRUSTED_PROXIES", "10.0.0.0/8, proxy.local")
     with pytest.raises(SettingsError) as caught:
         load_settings()
-    assert "BATCHSERVE_RATE_LIMIT='lots': must be like 100/minute" in str(caught.value)
+    assert "BATCHSERVE_RATE_LIMIT='lots' (--rate-limit): must be like 100/minute" in str(
+        caught.value
+    )
     assert "'proxy.local' is not an IP address or CIDR network" in str(caught.value)
     monkeypatch.setenv("BATCHSERVE_RATE_LIMIT", "10/second;500/hour")
     monkeypatch.setenv("BATCHSERVE_TRUSTED_PROXIES", "10.0.0.0/8, ::1")
     settings = load_settings()
-    assert [str(n) for n in settings.trusted_networks] == ["10.0.0.0/8", "::1/128"]
+    assert settings.trusted_proxies == "10.0.0.0/8, ::1"
+
+
+def test_api_keys_must_be_long_and_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHSERVE_API_KEYS", "a-long-enough-secret-key, tiny-secret")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "BATCHSERVE_API_KEYS='**********'" in str(caught.value)
+    assert "at least 16 characters (one has 11)" in str(caught.value)
+    assert "tiny-secret" not in str(caught.value)
+    monkeypatch.setenv("BATCHSERVE_API_KEYS", "a-long-enough-secret-key, another-secret-key-0")
+    settings = load_settings()
+    assert settings.api_key_list == ("a-long-enough-secret-key", "another-secret-key-0")
+    assert "a-long-enough" not in repr(settings)
+
+
+def test_cors_origins_must_be_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHSERVE_CORS_ORIGINS", "https://app.example.com, example.org")
+    with pytest.raises(SettingsError, match=r"'example\.org' is not an origin"):
+        load_settings()
+    monkeypatch.setenv("BATCHSERVE_CORS_ORIGINS", "https://app.example.com, *")
+    assert load_settings().cors_origin_list == ("https://app.example.com", "*")
+
+
+def test_a_mistyped_variable_is_named_with_the_setting_it_resembles(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("BATCHSERVE_MAX_BACH_SIZE=4\n")
+    names = [*variable_names(tmp_path / ".env"), "BATCHSERVE_WORKRES", "BATCHSERVE_PORT"]
+    warnings = unknown_variables([*names, "BATCHSERVE_IMAGE_TAG", "OTHER_THING"])
+    assert warnings == [
+        "BATCHSERVE_MAX_BACH_SIZE is not a batchserve setting and is ignored; "
+        "did you mean BATCHSERVE_MAX_BATCH_SIZE?",
+        "BATCHSERVE_WORKRES is not a batchserve setting and is ignored; "
+        "did you mean BATCHSERVE_WORKERS?",
+    ]
+
+
+def test_the_pixel_limit_has_a_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHSERVE_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS_CEILING + 1))
+    with pytest.raises(SettingsError, match="less than or equal to 1000000000"):
+        load_settings()
+    monkeypatch.setenv("BATCHSERVE_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS_CEILING))
+    assert load_settings().max_image_pixels == MAX_IMAGE_PIXELS_CEILING

@@ -2,53 +2,67 @@
 
 from __future__ import annotations
 
-import ipaddress
-
+import httpx
 import pytest
 from starlette.requests import Request
 
+from server.app import create_app
 from server.errors import ApiError, ErrorCode
-from server.ratelimit import ClientRateLimiter, client_address
-from tests.conftest import RunningServer, photo
+from server.ratelimit import ClientRateLimiter, client_key
+from tests.conftest import RunningServer, make_settings, photo
 from tests.server.test_routes import _post, assert_error
 
-PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+def _request(peer: str, api_key: str | None = None) -> Request:
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [],
+             "client": (peer, 5000), "state": {}}  # fmt: skip
+    request = Request(scope)
+    if api_key is not None:
+        request.state.api_key = api_key
+    return request
 
 
-def _request(peer: str, forwarded: str | None = None) -> Request:
-    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded is not None else []
-    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers,
-             "client": (peer, 5000)}  # fmt: skip
-    return Request(scope)
+async def _post_as(app, peer: str, forwarded: str | None) -> int:
+    headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+    transport = httpx.ASGITransport(app=app, client=(peer, 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post("/predict", files={"file": ("c.jpg", b"x")}, headers=headers)
+    return response.status_code
 
 
 @pytest.mark.parametrize(
     ("peer", "forwarded", "client"),
     [
         ("203.0.113.9", None, "203.0.113.9"),
-        # An untrusted peer cannot choose its own identity.
+        # An untrusted peer cannot choose its own identity; loopback is not trusted by default.
         ("203.0.113.9", "1.2.3.4", "203.0.113.9"),
+        ("127.0.0.1", "1.2.3.4", "127.0.0.1"),
         ("10.1.2.3", "198.51.100.7", "198.51.100.7"),
         # Left of the last untrusted hop is whatever the client wrote.
         ("10.1.2.3", "6.6.6.6, 198.51.100.7, 10.9.9.9", "198.51.100.7"),
         ("::1", "2001:db8::5", "2001:db8::5"),
         ("10.1.2.3", "10.4.4.4", "10.4.4.4"),
         ("10.1.2.3", "", "10.1.2.3"),
-        ("10.1.2.3", "garbage, 198.51.100.7", "198.51.100.7"),
     ],
 )
-def test_the_client_is_the_last_hop_not_written_by_a_trusted_proxy(
+async def test_the_client_is_the_last_hop_not_written_by_a_trusted_proxy(
     peer: str, forwarded: str | None, client: str
 ) -> None:
-    assert client_address(_request(peer, forwarded), PROXIES) == client
+    """One budget per client: a second request as ``client`` itself finds it spent."""
+    settings = make_settings(rate_limit="1/minute", trusted_proxies="10.0.0.0/8,::1")
+    app = create_app(settings)  # no lifespan: the limiter runs before the readiness check
+    assert await _post_as(app, peer, forwarded) != 429
+    assert await _post_as(app, client, None) == 429
+    assert await _post_as(app, "192.0.2.99", None) != 429
 
 
-def test_without_trusted_proxies_forwarded_for_is_ignored() -> None:
-    assert client_address(_request("10.1.2.3", "1.2.3.4"), ()) == "10.1.2.3"
+def test_with_api_keys_the_budget_belongs_to_the_key() -> None:
+    assert client_key(_request("192.0.2.1", api_key="abc123")) == "key:abc123"
+    assert client_key(_request("192.0.2.1")) == "192.0.2.1"
 
 
 async def test_each_client_has_its_own_budget_and_the_429_says_when_to_retry() -> None:
-    limiter = ClientRateLimiter("2/minute", ())
+    limiter = ClientRateLimiter("2/minute")
     for _ in range(2):
         await limiter.check(_request("192.0.2.1"))
     with pytest.raises(ApiError) as refused:
@@ -59,7 +73,7 @@ async def test_each_client_has_its_own_budget_and_the_429_says_when_to_retry() -
 
 
 async def test_a_refused_request_uses_up_no_budget_in_the_other_windows() -> None:
-    limiter = ClientRateLimiter("5/hour;1/day", ())
+    limiter = ClientRateLimiter("5/hour;1/day")
     await limiter.check(_request("192.0.2.3"))
     for _ in range(3):
         with pytest.raises(ApiError):

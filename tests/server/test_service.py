@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,8 +15,6 @@ from batcher import DropReason
 from server.app import create_app
 from server.errors import ErrorCode
 from server.inference import InferenceEngine, Row
-from server.metrics import Metrics
-from server.service import ClassificationService
 from tests.conftest import RunningServer, make_settings, photo, start_server
 from tests.server.test_routes import _post, assert_error
 
@@ -146,8 +143,17 @@ def test_a_malformed_request_timeout_is_invalid_parameter(server, value: str) ->
     assert "X-Request-Timeout" in body["error"]["message"]
 
 
+def _disconnects(server: RunningServer, stage: str) -> float:
+    return server.metric("batchserve_client_disconnects_total", stage=stage)
+
+
+def _answered(server: RunningServer, status: str) -> float:
+    return server.metric("batchserve_requests_total", endpoint="/predict", status=status)
+
+
 def test_a_client_that_leaves_while_queued_costs_no_compute(server, engine) -> None:
     dropped_before = server.service.batcher.statistics().dropped.get(DropReason.CANCELLED, 0)
+    left_before, closed_before = _disconnects(server, "queue"), _answered(server, "499")
     with ThreadPoolExecutor(2) as pool:
         busy = _occupy_worker(pool, server, engine)
         leaving = _background_post(pool, server, timeout=0.5)
@@ -159,6 +165,23 @@ def test_a_client_that_leaves_while_queued_costs_no_compute(server, engine) -> N
     assert engine.batch_sizes == [1]
     dropped = server.service.batcher.statistics().dropped[DropReason.CANCELLED]
     assert dropped == dropped_before + 1
+    assert _disconnects(server, "queue") == left_before + 1
+    assert _answered(server, "499") == closed_before + 1
+
+
+def test_a_client_that_leaves_during_its_forward_pass_is_499_not_an_error(server, engine) -> None:
+    left_before, closed_before = _disconnects(server, "inference"), _answered(server, "499")
+    errors_before = server.metric("batchserve_errors_total", code="internal_error")
+    engine.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        leaving = _background_post(pool, server, timeout=1.0)
+        assert engine.started.acquire(timeout=30)
+        with pytest.raises(httpx.ReadTimeout):
+            leaving.result(timeout=30)
+        _wait_until(lambda: _answered(server, "499") == closed_before + 1)
+        engine.gate.set()
+    assert _disconnects(server, "inference") == left_before + 1
+    assert server.metric("batchserve_errors_total", code="internal_error") == errors_before
 
 
 def test_a_failing_forward_fails_only_its_request_and_the_server_keeps_serving(
@@ -179,57 +202,80 @@ def test_out_of_memory_on_a_single_image_fails_only_that_request(server, engine)
         assert _post(client, photo("cat.jpg")).status_code == 200
 
 
-def _service_with_forward(forward: Callable[[Sequence[int]], list[int]]) -> ClassificationService:
-    """A service whose forward pass is ``forward`` (no model needed to test the batch handler)."""
-    service = ClassificationService(
-        make_settings(), Metrics(max_batch_size=8, endpoints=(), error_codes=())
-    )
+class FailingWhenLarge:
+    """Wraps the engine's ``run``: batches larger than ``limit`` raise ``error``."""
 
-    async def run(items: Sequence[int]) -> list[int]:
-        return forward(items)
+    def __init__(self, run: Callable[[Sequence[torch.Tensor]], list[Row]]) -> None:
+        self._run = run
+        self.limit = 1
+        self.error: Exception = RuntimeError("unset")
+        self.sizes: list[int] = []
 
-    service._forward = run  # type: ignore[method-assign, assignment]
-    return service
+    def __call__(self, batch: Sequence[torch.Tensor]) -> list[Row]:
+        self.sizes.append(len(batch))
+        if len(batch) > self.limit:
+            raise self.error
+        return self._run(batch)
+
+
+@pytest.fixture(scope="module")
+def batching_server() -> Iterator[tuple[RunningServer, FailingWhenLarge, GatedEngine]]:
+    settings = make_settings(model="mobilenet_v2", max_batch_size=4)
+    running = start_server(create_app(settings))
+    engine = running.service._engine
+    assert engine is not None
+    failing = FailingWhenLarge(engine.run)
+    gated = GatedEngine(failing)
+    engine.run = gated  # type: ignore[method-assign]
+    yield running, failing, gated
+    gated.gate.set()
+    running.stop()
+
+
+def _four_in_one_batch(server: RunningServer, gated: GatedEngine) -> list[httpx.Response]:
+    """While one request holds the only worker, four queue up: the next batch has all four."""
+    gated.started = threading.Semaphore(0)
+    with ThreadPoolExecutor(5) as pool:
+        busy = _occupy_worker(pool, server, gated)
+        futures = [_background_post(pool, server) for _ in range(4)]
+        _wait_until(lambda: server.service.batcher.statistics().queue_depth == 4)
+        gated.gate.set()
+        assert busy.result(timeout=60).status_code == 200
+        return [future.result(timeout=60) for future in futures]
 
 
 @pytest.mark.parametrize(
     "error",
     [
-        torch.OutOfMemoryError("CUDA out of memory"),
-        RuntimeError("DefaultCPUAllocator: can't allocate memory"),
+        torch.OutOfMemoryError("CUDA out of memory (injected)"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory (injected)"),
     ],
 )
-def test_an_out_of_memory_batch_is_retried_once_as_two_halves(error: Exception) -> None:
-    sizes: list[int] = []
-
-    def forward(items: Sequence[int]) -> list[int]:
-        sizes.append(len(items))
-        if len(items) > 4:
-            raise error
-        return [x * 10 for x in items]
-
-    service = _service_with_forward(forward)
-    assert asyncio.run(service._run_batch(list(range(8)))) == [x * 10 for x in range(8)]
-    assert sizes == [8, 4, 4]
-    sizes.clear()
-    with pytest.raises(type(error)):
-        asyncio.run(service._run_batch(list(range(16))))
-    assert sizes == [16, 8]
+def test_an_out_of_memory_batch_is_served_as_two_halves(batching_server, error) -> None:
+    server, engine, gated = batching_server
+    engine.limit, engine.error, engine.sizes = 2, error, []
+    responses = _four_in_one_batch(server, gated)
+    assert [r.status_code for r in responses] == [200] * 4
+    assert [r.json()["batch_size"] for r in responses] == [2] * 4
+    assert engine.sizes == [1, 4, 2, 2]
 
 
-def test_other_failures_and_single_items_are_not_retried() -> None:
-    calls: list[int] = []
+def test_halves_that_still_run_out_of_memory_fail_their_requests(batching_server) -> None:
+    server, engine, gated = batching_server
+    engine.limit, engine.error, engine.sizes = 1, torch.OutOfMemoryError("injected"), []
+    for response in _four_in_one_batch(server, gated):
+        assert_error(response, ErrorCode.INFERENCE_FAILED)
+    assert engine.sizes == [1, 4, 2]
 
-    def forward(items: Sequence[int]) -> list[int]:
-        calls.append(len(items))
-        raise (torch.OutOfMemoryError("oom") if len(items) == 1 else ValueError("bug"))
 
-    service = _service_with_forward(forward)
-    with pytest.raises(ValueError, match="bug"):
-        asyncio.run(service._run_batch([1, 2]))
-    with pytest.raises(torch.OutOfMemoryError):
-        asyncio.run(service._run_batch([1]))
-    assert calls == [2, 1]
+def test_other_failures_are_not_retried(batching_server) -> None:
+    server, engine, gated = batching_server
+    engine.limit, engine.error, engine.sizes = 1, ValueError("a bug in the model"), []
+    for response in _four_in_one_batch(server, gated):
+        assert_error(response, ErrorCode.INFERENCE_FAILED)
+    assert engine.sizes == [1, 4]
+    engine.limit = 4
+    assert _post(server.client(), photo("cat.jpg")).status_code == 200
 
 
 class _FatalFault(BaseException):
@@ -265,6 +311,25 @@ def test_a_bug_is_internal_error_without_a_traceback(server, monkeypatch) -> Non
         assert "KeyError" not in response.text
         metrics = client.get("/metrics").text
     assert 'batchserve_errors_total{code="internal_error"} 1.0' in metrics
+
+
+def test_a_failed_warm_up_leaves_ready_503_with_its_reason(monkeypatch) -> None:
+    def broken_warm_up(self: InferenceEngine, max_batch_size: int) -> None:
+        raise RuntimeError("no kernel for this CPU (injected)")
+
+    monkeypatch.setattr(InferenceEngine, "warm_up", broken_warm_up)
+    running = start_server(create_app(make_settings(model="mobilenet_v2")), wait_ready=False)
+    try:
+        _wait_until(lambda: running.service.failure is not None)
+        with running.client() as client:
+            body = assert_error(client.get("/ready"), ErrorCode.NOT_READY)
+            reason = "warm-up failed: RuntimeError: no kernel for this CPU (injected)"
+            assert body["error"]["message"] == reason
+            refused = assert_error(_post(client, photo("cat.jpg")), ErrorCode.NOT_READY)
+            assert refused["error"]["message"] == reason
+            assert client.get("/health").status_code == 200
+    finally:
+        running.stop()
 
 
 def test_not_ready_until_warm_and_health_answers_meanwhile(monkeypatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from server.errors import ErrorCode
+from server.http_head import MAX_HEADER_COUNT, MAX_REQUEST_HEAD_BYTES
 from tests.conftest import RunningServer, photo
 from tests.server.test_routes import _post, assert_error
 
@@ -65,20 +67,82 @@ def test_thousands_of_parts_are_refused(api) -> None:
     assert_error(api.post("/predict", files=files), ErrorCode.TOO_MANY_FILES)
 
 
-def test_oversized_headers_are_refused_never_served(resnet_server: RunningServer) -> None:
-    with _connect(resnet_server) as conn:
-        conn.sendall(
-            b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Big: "
-            + b"a" * 256 * 1024
-            + b"\r\nContent-Length: 0\r\n\r\n"
-        )
+def test_a_client_that_leaves_mid_upload_is_499_never_a_server_error(
+    resnet_server: RunningServer,
+) -> None:
+    before = resnet_server.metric("batchserve_client_disconnects_total", stage="upload")
+    errors = resnet_server.metric("batchserve_errors_total", code="internal_error")
+    status_499 = {"endpoint": "/predict", "status": "499"}
+    closed = resnet_server.metric("batchserve_requests_total", **status_499)
+    conn = _trickle(resnet_server, "198.51.100.50")
+    time.sleep(0.2)  # the handler is now waiting for the rest of the body
+    conn.close()
+    deadline = time.monotonic() + 30
+    while resnet_server.metric("batchserve_requests_total", **status_499) == closed:
+        assert time.monotonic() < deadline, "the disconnect was never counted"
+        time.sleep(0.05)
+    assert resnet_server.metric("batchserve_client_disconnects_total", stage="upload") == before + 1
+    assert resnet_server.metric("batchserve_errors_total", code="internal_error") == errors
+    statuses = {"endpoint": "/predict", "status": "500"}
+    assert resnet_server.metric("batchserve_requests_total", **statuses) == 0
+
+
+def _send_head(server: RunningServer, head: bytes, pieces: int = 1) -> bytes:
+    """Send ``head`` (in ``pieces`` writes, each one its own segment) and read to the close."""
+    with _connect(server) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        size = -(-len(head) // pieces)
+        for start in range(0, len(head), size):
+            if select.select([conn], [], [], 0)[0]:
+                break  # answered already: the server stopped reading
+            conn.sendall(head[start : start + size])
+            time.sleep(0.01)
         answer = b""
         try:
             while chunk := conn.recv(65536):
                 answer += chunk
+                if b"connection: close" not in answer.lower() and answer.endswith(b"}"):
+                    break
         except ConnectionResetError:
             pass
-    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    return answer
+
+
+def _head_with(filler: bytes, extra_headers: int = 0) -> bytes:
+    lines = b"".join(b"X-Extra-%d: 1\r\n" % i for i in range(extra_headers))
+    return b"GET /health HTTP/1.1\r\nHost: x\r\n" + lines + b"X-Big: " + filler + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize(("size", "pieces"), [(70_000, 1), (70_000, 35), (256 * 1024, 1)])
+def test_a_head_over_the_limit_is_431_whether_it_arrives_in_one_read_or_many(
+    resnet_server: RunningServer, size: int, pieces: int
+) -> None:
+    answer = _send_head(resnet_server, _head_with(b"a" * size), pieces)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert b"connection: close" in head.lower()
+    assert json.loads(body)["error"]["code"] == ErrorCode.HEADERS_TOO_LARGE.value
+
+
+def test_a_head_just_under_the_limit_is_served(resnet_server: RunningServer) -> None:
+    filler = b"a" * (MAX_REQUEST_HEAD_BYTES - len(_head_with(b"")) - 16)
+    head = _head_with(filler)
+    assert MAX_REQUEST_HEAD_BYTES - 64 < len(head) <= MAX_REQUEST_HEAD_BYTES
+    for pieces in (1, 16):
+        answer = _send_head(resnet_server, head, pieces)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
+def test_too_many_header_lines_are_431_and_counted(resnet_server: RunningServer) -> None:
+    # Host and X-Big are two lines of their own.
+    within = _send_head(resnet_server, _head_with(b"1", MAX_HEADER_COUNT - 2))
+    assert within.startswith(b"HTTP/1.1 200 "), within[:200]
+    over = _send_head(resnet_server, _head_with(b"1", MAX_HEADER_COUNT - 1))
+    assert over.startswith(b"HTTP/1.1 431 "), over[:200]
+    assert b"101 headers; the limit is 100" in over
+    with resnet_server.client() as client:
+        metrics = client.get("/metrics").text
+    assert 'batchserve_errors_total{code="headers_too_large"} 0.0' not in metrics
 
 
 def test_the_declared_content_type_is_not_trusted_the_bytes_are(api) -> None:
