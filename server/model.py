@@ -9,6 +9,7 @@ come from a registry entry: the chosen one, or the model's default for
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 RANDOM: Final = "random"
 _DOWNLOAD_TIMEOUT_S: Final = 60.0
+_HASH_READ_BYTES: Final = 1024 * 1024
 
 
 class ModelLoadError(Exception):
@@ -111,25 +113,53 @@ def cached_weights_path(entry: Weights) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
+def expected_hash_prefix(entry: Weights) -> str | None:
+    """The SHA-256 prefix torchvision publishes in the file name (``resnet50-11ad3fa6.pth``)."""
+    match = torch.hub.HASH_REGEX.search(Path(urlparse(entry.url).path).name)
+    return match.group(1) if match and match.group(1) else None
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while piece := file.read(_HASH_READ_BYTES):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
 def ensure_weights(choice: WeightsChoice) -> Path | None:
-    """Make the weights file available locally, downloading registry weights once."""
+    """Make the weights file available locally, downloading registry weights once.
+
+    Registry files are checked against the hash in their name, as torchvision's
+    own loader does, whether just downloaded or found in the cache: a damaged
+    file is deleted and never loaded.
+    """
     if choice.source == RANDOM:
         return None
     if choice.source == "file":
         return choice.path
     target = cached_weights_path(choice.entry)
+    prefix = expected_hash_prefix(choice.entry)
+    if target.is_file() and prefix and not sha256_of(target).startswith(prefix):
+        logger.warning("%s does not match its SHA-256 prefix %s: deleted", target, prefix)
+        target.unlink()
     if not target.is_file():
-        _download(choice, target)
+        _download(choice, target, prefix)
     return target
 
 
-def _download(choice: WeightsChoice, target: Path) -> None:
+def _download(choice: WeightsChoice, target: Path, hash_prefix: str | None) -> None:
     logger.info("downloading %s weights from %s to %s", choice.label, choice.entry.url, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)  # urllib inside torch.hub sets none
     try:
-        torch.hub.download_url_to_file(choice.entry.url, str(target), progress=False)
+        # Into a temporary file, checked, then moved: a partial or corrupt download never
+        # appears at ``target`` (torch.hub deletes the temporary file on any failure).
+        torch.hub.download_url_to_file(
+            choice.entry.url, str(target), hash_prefix=hash_prefix, progress=False
+        )
     except Exception as exc:
         raise ModelLoadError(_download_remedy(choice, target, exc)) from exc
     finally:

@@ -8,33 +8,17 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
 from typing import Final
 
 from server import __version__
-from server.cli import serve
+from server.cli import interrupt, serve
+from server.cli.interrupt import Interrupted
 
 #: Options that belong to the top-level parser, not to the implied ``serve``.
 _TOP_LEVEL_OPTIONS: Final = frozenset({"-h", "--help", "--version"})
 _SUBCOMMANDS: Final = (serve,)
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived outside uvicorn's own handling (e.g. during a download).
-
-    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(signum)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run one subcommand and exit with its status; a signal before serving exits 128+N."""
     arguments = with_default_command(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(arguments)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
+    interrupt.install()
     try:
         status: int = args.handler(args)
     except Interrupted as stop:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import functools
+import contextlib
 import logging
 import sys
 from typing import Any, Final
@@ -11,6 +11,7 @@ from typing import Any, Final
 from pydantic_settings import CliSettingsSource
 
 from server.app import create_app
+from server.cli.interrupt import Interrupted
 from server.config import Settings, SettingsError, load_settings, unknown_variables, variable_names
 from server.inference import DeviceError, resolve_compile, resolve_device, resolve_precision
 from server.logs import configure_logging
@@ -45,7 +46,7 @@ def register(subparsers: Any) -> None:
         cli_implicit_flags=True,
         cli_prog_name="batchserve serve",
     )
-    parser.set_defaults(handler=functools.partial(run, source))
+    parser.set_defaults(handler=run, settings_source=source)
 
 
 def preflight(settings: Settings) -> None:
@@ -56,10 +57,10 @@ def preflight(settings: Settings) -> None:
     ensure_weights(resolve_weights(settings.model, settings.weights))
 
 
-def run(source: CliSettingsSource[Settings], args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Serve with the parsed options; 2 on a bad setup, 0 after a drained shutdown."""
     try:
-        settings = load_settings(source(parsed_args=args))
+        settings = load_settings(args.settings_source(parsed_args=args))
     except SettingsError as exc:
         print(f"batchserve: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -71,5 +72,7 @@ def run(source: CliSettingsSource[Settings], args: argparse.Namespace) -> int:
     except (ModelLoadError, DeviceError) as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_CONFIG
-    serve(create_app(settings), settings)
+    # uvicorn drains, then raises the signal that stopped it again: then all is done.
+    with contextlib.suppress(Interrupted):
+        serve(create_app(settings), settings)
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -69,3 +71,11 @@ def test_prometheus_gets_its_config_and_scrapes_the_batchserve_service() -> None
     scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == ["batchserve:8000"]
+
+
+def test_compose_and_the_image_probe_the_same_readiness_endpoint() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    image_probe = json.loads(re.search(r"^HEALTHCHECK .*\n\s+CMD (.*)$", dockerfile, re.M)[1])
+    compose_probe = _config()["services"]["batchserve"]["healthcheck"]["test"]
+    assert compose_probe == ["CMD", *image_probe]
+    assert "/ready'" in image_probe[-1]

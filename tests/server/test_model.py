@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.server
+import io
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,6 +19,7 @@ from server.model import (
     WeightsChoice,
     cached_weights_path,
     ensure_weights,
+    expected_hash_prefix,
     load_model,
     preprocess_spec,
     resolve_weights,
@@ -55,14 +62,87 @@ def test_an_unknown_weights_value_names_the_choices() -> None:
         resolve_weights("resnet50", "/no/such/file.pth")
 
 
-def test_cached_registry_weights_are_not_downloaded_again(torch_home: Path) -> None:
-    choice = resolve_weights("mobilenet_v2", "DEFAULT")
+@dataclass
+class WeightsSite:
+    """A real HTTP server publishing one weights file under a torchvision-style hashed name."""
+
+    url: str
+    directory: Path
+    name: str
+    content: bytes
+    served: list[str]
+
+
+@pytest.fixture
+def weights_site(tmp_path: Path) -> Iterator[WeightsSite]:
+    buffer = io.BytesIO()
+    torch.save(get_model("mobilenet_v2", weights=None).state_dict(), buffer)
+    content = buffer.getvalue()
+    name = f"mobilenet_v2-{hashlib.sha256(content).hexdigest()[:8]}.pth"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / name).write_bytes(content)
+    served: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=str(site), **kwargs)
+
+        def log_message(self, format: str, *args: object) -> None:
+            served.append(self.path)
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.server_port}"
+        yield WeightsSite(url, site, name, content, served)
+        server.shutdown()
+
+
+def _published(site: WeightsSite, name: str | None = None) -> WeightsChoice:
+    default = get_model_weights("mobilenet_v2").DEFAULT
+    entry = Weights(
+        url=f"{site.url}/{name or site.name}", transforms=default.transforms, meta=default.meta
+    )
+    return WeightsChoice("mobilenet_v2", "registry", entry)
+
+
+def test_registry_weights_are_downloaded_once_and_checked(torch_home, weights_site) -> None:
+    choice = _published(weights_site)
     target = cached_weights_path(choice.entry)
     assert target.parent == torch_home / "hub" / "checkpoints"
-    target.parent.mkdir(parents=True)
-    torch.save(get_model("mobilenet_v2", weights=None).state_dict(), target)
     assert ensure_weights(choice) == target
-    assert load_model(choice).weights.label == "MobileNet_V2_Weights.IMAGENET1K_V2"
+    assert target.read_bytes() == weights_site.content
+    assert ensure_weights(choice) == target
+    assert len(weights_site.served) == 1
+    assert load_model(choice).num_classes == 1000
+
+
+def test_a_download_that_does_not_match_its_hash_is_deleted_never_loaded(
+    torch_home, weights_site
+) -> None:
+    # The same bytes under a name promising another hash: as if corrupted on the way.
+    wrong = weights_site.name.replace(weights_site.name[13:21], "00000000")
+    (weights_site.directory / wrong).write_bytes(weights_site.content)
+    choice = _published(weights_site, wrong)
+    with pytest.raises(ModelLoadError, match=r'invalid hash value \(expected "00000000"'):
+        ensure_weights(choice)
+    checkpoints = torch_home / "hub" / "checkpoints"
+    assert list(checkpoints.iterdir()) == []
+
+
+def test_a_damaged_cached_file_is_deleted_and_downloaded_again(torch_home, weights_site) -> None:
+    choice = _published(weights_site)
+    target = cached_weights_path(choice.entry)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(weights_site.content[: len(weights_site.content) // 2])  # partial
+    assert ensure_weights(choice) == target
+    assert target.read_bytes() == weights_site.content
+    assert len(weights_site.served) == 1
+
+
+def test_the_published_hash_prefix_is_read_from_the_file_name() -> None:
+    assert expected_hash_prefix(get_model_weights("resnet50").DEFAULT) == "11ad3fa6"
 
 
 def test_a_failed_download_is_a_clear_error_that_names_the_remedies(torch_home: Path) -> None:

@@ -227,26 +227,60 @@ def test_every_allowed_format_is_decoded(fmt: str) -> None:
     assert preprocess(data, SPEC, LIMIT).shape == (3, 224, 224)
 
 
-def test_a_png_with_a_corrupted_chunk_is_invalid() -> None:
+def test_a_png_with_corrupted_compressed_data_is_invalid() -> None:
     data = bytearray(_encode(_gradient(64, 64), "PNG"))
     idat = data.index(b"IDAT")
-    data[idat + 20 : idat + 40] = bytes(20)  # the chunk's CRC no longer matches
+    data[idat + 20 : idat + 40] = bytes(20)
     with pytest.raises(InvalidImageError):
         preprocess(bytes(data), SPEC, LIMIT)
 
 
-def test_a_header_only_pixel_bomb_is_too_large_not_invalid() -> None:
-    # A well-formed IHDR claiming 100000 x 100000, then the start of an IDAT and nothing more.
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body).to_bytes(4, "big")
-        return len(body).to_bytes(4, "big") + kind + body + crc
+def test_a_png_whose_chunk_crc_does_not_match_is_invalid() -> None:
+    """Pixels intact, only the IDAT's CRC changed: Pillow alone would decode it."""
+    data = bytearray(_encode(_gradient(64, 64), "PNG"))
+    length_at = data.index(b"IDAT") - 4
+    crc_at = length_at + 8 + int.from_bytes(data[length_at : length_at + 4], "big")
+    data[crc_at : crc_at + 4] = bytes(b ^ 0xFF for b in data[crc_at : crc_at + 4])
+    with Image.open(io.BytesIO(bytes(data))) as unchecked:
+        unchecked.load()  # proof that loading alone does not notice
+    with pytest.raises(InvalidImageError, match="could not be decoded"):
+        preprocess(bytes(data), SPEC, LIMIT)
 
-    size = (100_000).to_bytes(4, "big") * 2
+
+def chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body).to_bytes(4, "big")
+    return len(body).to_bytes(4, "big") + kind + body + crc
+
+
+def _header_only_png(width: int, height: int) -> bytes:
+    """A well-formed 8-bit grey IHDR, then the start of an IDAT and nothing more."""
+    size = width.to_bytes(4, "big") + height.to_bytes(4, "big")
     ihdr = chunk(b"IHDR", size + bytes([8, 0, 0, 0, 0]))
-    bomb = b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(bytes(64)))
-    with pytest.raises(ImageTooLargeError, match="too many pixels"):
+    return b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(bytes(64)))
+
+
+def test_a_header_only_pixel_bomb_is_too_large_not_invalid() -> None:
+    bomb = _header_only_png(100_000, 100_000)
+    ihdr = bomb[8:33]
+    with pytest.raises(ImageTooLargeError, match=rf"= 10000000000 pixels; the limit is {LIMIT}$"):
         decode(bomb, SPEC, LIMIT)
-    # Below Pillow's own bomb limit, the check after opening names the size.
     smaller = bomb.replace(ihdr, chunk(b"IHDR", (9_000).to_bytes(4, "big") * 2 + ihdr[16:21]))
     with pytest.raises(ImageTooLargeError, match="9000x9000"):
         decode(smaller, SPEC, LIMIT)
+
+
+def test_a_pixel_limit_above_pillows_own_is_honoured() -> None:
+    """Pillow refuses over ~179 Mpx by itself; with a higher limit of ours, ours decides."""
+    ours = 300_000_000
+    bomb = _header_only_png(15_000, 15_000)  # 225 Mpx: over Pillow's limit, under ours
+    with pytest.raises(InvalidImageError, match="could not be decoded"):
+        decode(bomb, SPEC, ours)  # opened and measured; only the missing data stops it
+    with pytest.raises(ImageTooLargeError, match=r"the limit is 200000000$"):
+        decode(bomb, SPEC, 200_000_000)
+
+
+def test_an_image_of_exactly_the_pixel_limit_is_decoded() -> None:
+    data = _encode(Image.new("L", (100, 100)))
+    assert decode(data, SPEC, max_pixels=100 * 100).size == (100, 100)
+    with pytest.raises(ImageTooLargeError, match="the limit is 9999"):
+        decode(data, SPEC, max_pixels=100 * 100 - 1)

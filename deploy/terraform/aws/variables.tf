@@ -21,9 +21,13 @@ variable "ssh_cidrs" {
 }
 
 variable "api_cidrs" {
-  description = "CIDR blocks allowed to reach the API port."
+  description = "CIDR blocks allowed to reach the API port. No default: choose who may call the API (0.0.0.0/0 only with BATCHSERVE_API_KEYS set, see docs/deployment.md)."
   type        = list(string)
-  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.api_cidrs) > 0 && alltrue([for cidr in var.api_cidrs : can(cidrhost(cidr, 0))])
+    error_message = "api_cidrs must list at least one CIDR block, such as 203.0.113.0/24."
+  }
 }
 
 variable "api_port" {
