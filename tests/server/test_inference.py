@@ -13,6 +13,7 @@ from server.inference import (
     InferenceEngine,
     batch_buckets,
     configure_threads,
+    cpu_has_fast_bf16,
     resolve_compile,
     resolve_device,
     resolve_precision,
@@ -41,8 +42,9 @@ def test_asking_for_cuda_without_it_is_a_clear_error() -> None:
         resolve_device("cuda")
 
 
-def test_precision_auto_is_fp32_on_the_cpu_and_fp16_needs_cuda() -> None:
-    assert resolve_precision("auto", CPU) == "fp32"
+def test_precision_auto_on_the_cpu_follows_its_bf16_support_and_fp16_needs_cuda() -> None:
+    # The CPU differs between machines (AVX2 only, AVX-512 BF16, AMX): auto follows it.
+    assert resolve_precision("auto", CPU) == ("bf16" if cpu_has_fast_bf16() else "fp32")
     assert resolve_precision("bf16", CPU) == "bf16"
     with pytest.raises(DeviceError, match="fp16 needs a CUDA device"):
         resolve_precision("fp16", CPU)

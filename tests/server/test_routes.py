@@ -206,6 +206,11 @@ def test_a_file_over_the_limit_is_payload_too_large(api) -> None:
     assert_error(_post(api, b"\xff" * (10 * 1024 * 1024 + 1)), ErrorCode.PAYLOAD_TOO_LARGE)
 
 
+def test_a_file_of_exactly_the_limit_is_read(api) -> None:
+    # Read whole and handed to the decoder, which finds no image in it: not a size error.
+    assert_error(_post(api, b"\xff" * (10 * 1024 * 1024)), ErrorCode.INVALID_IMAGE)
+
+
 def test_a_body_that_is_not_multipart_is_unsupported_media_type(api) -> None:
     response = api.post("/predict", json={"file": "cat.jpg"})
     assert_error(response, ErrorCode.UNSUPPORTED_MEDIA_TYPE)
