@@ -43,9 +43,15 @@ loadtest: $(STAMP)
 		--only-summary
 	$(BIN)/python -m loadtest.locust_plot $(RESULTS)/locust_stats_history.csv $(RESULTS)/locust.png
 
-# Measures this machine: the model alone, then the server; writes docs/benchmarks.md (+ .png).
+# Measures this machine. BENCH picks the parts: `engines` (every engine x precision, batchserve
+# against the naive FastAPI baseline, int8 fidelity on a real model: docs/benchmarks-engines.md;
+# SECTIONS=raw,servers,fidelity selects within it) and `server` (the model alone, then the server
+# with batching on and off: docs/benchmarks.md + .png). Linux only (reads /proc).
+BENCH ?= engines,server
+SECTIONS ?= raw,servers,fidelity
 bench: $(STAMP)
-	$(BIN)/python -m loadtest.bench
+	case ",$(BENCH)," in *,engines,*) $(BIN)/python -m loadtest.engines_bench --sections $(SECTIONS);; esac
+	case ",$(BENCH)," in *,server,*) $(BIN)/python -m loadtest.bench;; esac
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -30,15 +30,9 @@ from loadtest.client import LoadResult, closed_loop
 from loadtest.process import rss_mb, start_server
 from loadtest.report import Benchmark, ServerRun, markdown, plot
 from server.config import Settings
-from server.inference import (
-    InferenceEngine,
-    configure_threads,
-    resolve_compile,
-    resolve_device,
-    resolve_precision,
-    resolve_workers,
-)
-from server.model import load_model, resolve_weights
+from server.engines import Engine, TorchEngine
+from server.plan import resolve_plan
+from server.service import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,34 +79,27 @@ class ModelAlone:
     compiled: bool
 
 
-def _engine(settings: Settings) -> InferenceEngine:
-    """The engine exactly as the server builds it."""
-    device = resolve_device(settings.device)
-    precision = resolve_precision(settings.precision, device)
-    configure_threads(device, resolve_workers(settings.workers, device))
-    return InferenceEngine(
-        load_model(resolve_weights(settings.model, settings.weights)),
-        device,
-        precision,
-        compiled=resolve_compile(settings.compile, device, precision),
-        max_batch_size=settings.max_batch_size,
-        cache_dir=settings.cache_dir,
-    )
+def _engine(settings: Settings) -> Engine:
+    """The engine exactly as the server builds it, torch threads set in the calling thread."""
+    plan = resolve_plan(settings)
+    torch.set_num_threads(plan.threads_per_worker)
+    return prepare(settings, plan).built.engine
 
 
 def _model_alone(settings: Settings, image: bytes, seconds: float) -> ModelAlone:
     engine = _engine(settings)
-    sizes = engine.buckets or _powers_of_two(settings.max_batch_size)
+    buckets = engine.buckets if isinstance(engine, TorchEngine) else None
+    sizes = buckets or _powers_of_two(settings.max_batch_size)
     points = [model_bench.forward_throughput(engine, size, seconds) for size in sizes]
     if engine.precision != "fp32":
-        reference = InferenceEngine(engine.model, engine.device, "fp32")
+        reference = TorchEngine(engine.model, resolve_plan(settings).device, "fp32")
         points += [model_bench.forward_throughput(reference, size, seconds) for size in sizes]
     decode = model_bench.decode_ms(engine.model, image, settings.max_image_pixels)
     threads = settings.resolved_preprocess_threads()
     pipeline = model_bench.pipeline_throughput(
         engine, image, settings.max_batch_size, threads, 2 * seconds
     )
-    return ModelAlone(points, decode, pipeline, engine.precision, engine.compiled)
+    return ModelAlone(points, decode, pipeline, engine.precision, buckets is not None)
 
 
 def _powers_of_two(limit: int) -> list[int]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from server import preprocess
-from server.inference import InferenceEngine
+from server.engines import Engine
 from server.model import LoadedModel
 
 
@@ -24,7 +24,7 @@ class RawPoint:
     batch_latency_ms: float
 
 
-def forward_throughput(engine: InferenceEngine, batch_size: int, min_s: float = 3.0) -> RawPoint:
+def forward_throughput(engine: Engine, batch_size: int, min_s: float = 3.0) -> RawPoint:
     """Time ``engine.run`` at ``batch_size`` for at least ``min_s`` (and 3 batches)."""
     crop = engine.model.preprocess.crop_size
     batch = [torch.randn(3, crop, crop) for _ in range(batch_size)]
@@ -49,7 +49,7 @@ def decode_ms(model: LoadedModel, image: bytes, max_pixels: int, runs: int = 30)
 
 
 def pipeline_throughput(
-    engine: InferenceEngine, image: bytes, batch_size: int, threads: int, min_s: float = 8.0
+    engine: Engine, image: bytes, batch_size: int, threads: int, min_s: float = 8.0
 ) -> float:
     """Images/s of decode + preprocess + forward with no HTTP: the next batch decodes meanwhile."""
     spec, limit = engine.model.preprocess, 10**9

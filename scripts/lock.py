@@ -2,7 +2,8 @@
 
     python3.11 scripts/lock.py            # both variants, from PyTorch's and PyPI's indexes
 
-pip resolves pyproject's runtime dependencies (no dev extras) for this Python
+pip resolves pyproject's runtime dependencies (no dev extras; the CPU image adds
+the ``openvino`` extra) for this Python
 with PyTorch's CPU or CUDA wheel index first, without installing anything
 (``pip install --dry-run --report``), and the exact versions are written out.
 Offline or behind a mirror, set ``LOCK_PIP_ARGS_CPU`` / ``LOCK_PIP_ARGS_CUDA``
@@ -27,11 +28,15 @@ VARIANTS = {
 }
 
 
-def resolve(pip_args: list[str]) -> list[str]:
+#: The optional extras each image carries: the CPU image serves with OpenVINO.
+EXTRAS = {"cpu": "[openvino]", "cuda": ""}
+
+
+def resolve(pip_args: list[str], extras: str = "") -> list[str]:
     """``name==version`` for every runtime dependency pip would install, sorted."""
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
-         "--quiet", "--report", "-", *pip_args, str(ROOT)],
+         "--quiet", "--report", "-", *pip_args, f"{ROOT}{extras}"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     report = json.loads(result.stdout)
@@ -48,7 +53,7 @@ def main() -> None:
     for variant in sys.argv[1:] or list(VARIANTS):
         override = os.environ.get(f"LOCK_PIP_ARGS_{variant.upper()}")
         args = shlex.split(override) if override else VARIANTS[variant]
-        pins = resolve(args)
+        pins = resolve(args, EXTRAS[variant])
         header = [
             f"# Runtime dependencies of the {variant} image, Python "
             f"{sys.version_info.major}.{sys.version_info.minor}, linux x86_64.",

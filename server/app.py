@@ -17,9 +17,10 @@ from server.config import Settings
 from server.errors import DisconnectStage, ErrorCode, install_handlers
 from server.metrics import Metrics
 from server.middleware import RequestContextMiddleware
+from server.plan import RuntimePlan, resolve_plan
 from server.ratelimit import ClientRateLimiter
 from server.routes import REQUEST_TIMEOUT_HEADER
-from server.service import ClassificationService
+from server.service import ClassificationService, Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -39,21 +40,35 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _publish_model_info(service: ClassificationService) -> None:
+    plan = service.plan
     service.metrics.set_model_info(
         model=service.settings.model,
         weights=service.describe_weights(),
-        device=str(service.device),
-        precision=service.precision,
-        max_batch_size=str(service.settings.max_batch_size),
-        workers=str(service.workers),
+        engine=plan.engine,
+        engine_version=service.engine_version,
+        device=str(plan.device),
+        precision=plan.precision,
+        max_batch_size=str(plan.max_batch_size),
+        workers=str(plan.workers),
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; the model is loaded by the lifespan, never at import or here."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    plan: RuntimePlan | None = None,
+    prepared: Prepared | None = None,
+) -> FastAPI:
+    """Build the app; the model is loaded by the lifespan, never at import or here.
+
+    ``plan`` and ``prepared`` come from ``batchserve serve``, which resolves the
+    plan and builds the engine before uvicorn starts; without them the plan is
+    resolved here and the lifespan loads the model.
+    """
     settings = settings or Settings()
+    plan = plan or resolve_plan(settings)
     metrics = Metrics(
-        max_batch_size=settings.max_batch_size,
+        batch_sizes=plan.batch_buckets,
         endpoints=ENDPOINTS,
         error_codes=[code.value for code in ErrorCode],
         disconnect_stages=[stage.value for stage in DisconnectStage],
@@ -64,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Dynamic-batching image classification server",
         lifespan=_lifespan,
     )
-    app.state.service = ClassificationService(settings, metrics)
+    app.state.service = ClassificationService(settings, metrics, plan, prepared)
     app.state.metrics = metrics
     app.state.limiter = ClientRateLimiter(settings.rate_limit) if settings.rate_limit else None
     app.state.api_keys = ApiKeys(settings.api_key_list) if settings.api_key_list else None

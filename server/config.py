@@ -22,7 +22,8 @@ MIN_API_KEY_LENGTH: Final = 16
 #: ``BATCHSERVE_`` variables that are not settings but are expected (docker-compose.yml's).
 KNOWN_OTHER_VARIABLES: Final = frozenset({"BATCHSERVE_IMAGE_TAG"})
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+EngineName = Literal["auto", "torch", "openvino"]
 CompileMode = Literal["auto", "on", "off"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["text", "json"]
@@ -50,8 +51,14 @@ class Settings(BaseSettings):
     """DEFAULT, a registry weights name, a state_dict file, or random."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
+    engine: EngineName = "auto"
+    """auto (OpenVINO on the CPU when installed, else torch), torch or openvino."""
     precision: Precision = "auto"
-    """auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16 (CUDA)."""
+    """auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16 (CUDA), int8 (CPU)."""
+    calibration_dir: Path | None = None
+    """int8: a folder of representative images (default: photos shipped with batchserve)."""
+    int8_min_agreement: Annotated[float, Field(ge=0, le=1)] = 0.8
+    """int8: least top-1 agreement with fp32 on held-out photos; below it the server stops."""
     compile: CompileMode = "auto"
     """torch.compile the model: auto, on or off."""
     cache_dir: Path = Path("~/.cache/batchserve")
@@ -168,12 +175,12 @@ class Settings(BaseSettings):
         """Origins allowed by CORS; empty when CORS is off."""
         return tuple(_split(self.cors_origins))
 
-    @field_validator("cache_dir")
+    @field_validator("cache_dir", "calibration_dir")
     @classmethod
-    def _expand_home(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand_home(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
-    @field_validator("log_level", "log_format", "precision", "compile", mode="before")
+    @field_validator("log_level", "log_format", "precision", "compile", "engine", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -203,13 +210,14 @@ class SettingsError(Exception):
     """The environment holds invalid settings; the message lists each one."""
 
 
-def load_settings(cli: PydanticBaseSettingsSource | None = None) -> Settings:
+def load_settings(cli: PydanticBaseSettingsSource | None = None, **fixed: object) -> Settings:
     """Read settings from the command line (if given), the environment and ``.env``.
 
+    ``fixed`` values win over every source (a subcommand that implies a setting).
     Raises :class:`SettingsError` with one clear message naming every bad value.
     """
     try:
-        return Settings(_cli_settings_source=cli)  # type: ignore[call-arg]
+        return Settings(_cli_settings_source=cli, **fixed)  # type: ignore[call-arg, arg-type]
     except ValidationError as exc:
         raise SettingsError(describe_errors(exc)) from exc
 

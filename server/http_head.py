@@ -47,11 +47,11 @@ class _HeadTooLargeError(h11.RemoteProtocolError):
 class BoundedConnection(h11.Connection):
     """An h11 connection that refuses complete heads over the limits, like incomplete ones."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, max_head_bytes: int) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_head_bytes)
         self.refusal: str | None = None
 
-    def next_event(self) -> Any:
+    def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         """h11's next event; a head over the limits raises RemoteProtocolError (hint 431)."""
         try:
             event = super().next_event()
@@ -76,7 +76,7 @@ class BoundedH11Protocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.conn = BoundedConnection(h11.SERVER, MAX_REQUEST_HEAD_BYTES)
+        self.conn = BoundedConnection(MAX_REQUEST_HEAD_BYTES)
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to an unparsable request; a head over the limits gets 431."""

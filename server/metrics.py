@@ -21,16 +21,17 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 from batcher import BatcherStatistics, BatchRecord, DropReason
-from server.inference import batch_buckets
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _QUEUE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 _STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
-    """Powers of two up to the largest batch, plus the largest batch itself."""
-    return tuple(float(size) for size in batch_buckets(max_batch_size))
+#: The labels of ``batchserve_model_info``: what this instance serves, and how.
+MODEL_INFO_LABELS = (
+    "model", "weights", "engine", "engine_version", "device", "precision", "max_batch_size",
+    "workers",
+)  # fmt: skip
 
 
 class Metrics:
@@ -39,7 +40,7 @@ class Metrics:
     def __init__(
         self,
         *,
-        max_batch_size: int,
+        batch_sizes: Iterable[int],
         endpoints: Iterable[str],
         error_codes: Iterable[str],
         disconnect_stages: Iterable[str] = (),
@@ -48,7 +49,7 @@ class Metrics:
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=self.registry)
         self._declare_http()
-        self._declare_pipeline(max_batch_size)
+        self._declare_pipeline(tuple(float(size) for size in batch_sizes))
         self._initialise(list(endpoints), list(error_codes), list(disconnect_stages))
 
     def _declare_http(self) -> None:
@@ -76,7 +77,7 @@ class Metrics:
             registry=r,
         )
 
-    def _declare_pipeline(self, max_batch_size: int) -> None:
+    def _declare_pipeline(self, batch_sizes: tuple[float, ...]) -> None:
         r = self.registry
         self.queue_depth = Gauge(
             "batchserve_queue_depth", "Items waiting in the batcher", registry=r
@@ -98,7 +99,7 @@ class Metrics:
         self.batch_size = histogram(
             "batchserve_batch_size",
             "Real requests per batch (no padding)",
-            buckets=batch_size_buckets(max_batch_size),
+            buckets=batch_sizes,
         )
         self.inference_duration = histogram(
             "batchserve_inference_duration_seconds",
@@ -119,7 +120,7 @@ class Metrics:
         self.model_info = Gauge(
             "batchserve_model_info",
             "The served model and its settings (value 1)",
-            ["model", "weights", "device", "precision", "max_batch_size", "workers"],
+            MODEL_INFO_LABELS,
             registry=r,
         )
 

@@ -27,6 +27,8 @@ from server.preprocess import PreprocessSpec
 logger = logging.getLogger(__name__)
 
 RANDOM: Final = "random"
+#: Random weights are drawn from this seed: the same model at every start.
+RANDOM_SEED: Final = 0
 _DOWNLOAD_TIMEOUT_S: Final = 60.0
 _HASH_READ_BYTES: Final = 1024 * 1024
 
@@ -178,10 +180,25 @@ def _download_remedy(choice: WeightsChoice, target: Path, exc: Exception) -> str
     )
 
 
+def weights_identity(choice: WeightsChoice) -> str:
+    """What the parameters are, for cache keys: the file's SHA-256, or the random seed."""
+    if choice.source == RANDOM:
+        return f"random:seed={RANDOM_SEED}"
+    path = ensure_weights(choice)
+    assert path is not None
+    return f"sha256:{sha256_of(path)}"
+
+
 def load_model(choice: WeightsChoice) -> LoadedModel:
-    """Build the model, load its parameters, and put it in eval mode (on the CPU)."""
+    """Build the model, load its parameters, and put it in eval mode (on the CPU).
+
+    Random weights are seeded: every start builds the same model, so a
+    quantized copy of it can be cached like any other.
+    """
     categories = tuple(choice.entry.meta["categories"])
-    module = get_model(choice.model, weights=None, num_classes=len(categories))
+    with torch.random.fork_rng():
+        torch.manual_seed(RANDOM_SEED)
+        module = get_model(choice.model, weights=None, num_classes=len(categories))
     path = ensure_weights(choice)
     if path is not None:
         _load_state_dict(module, path, choice)

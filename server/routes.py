@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import math
-import platform
 from typing import Annotated, Any, Final
 
-import PIL
-import torch
-import torchvision
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from batcher import BatcherError
-from server import __version__, preprocess
+from server import preprocess
+from server.engines import MAX_TOP_K
 from server.errors import ApiError, ErrorCode, from_batcher_error, from_image_error, respond
-from server.inference import MAX_TOP_K
+from server.info import describe
 from server.ratelimit import ClientRateLimiter
 from server.schemas import (
-    BatchingInfo,
     InfoResponse,
     Prediction,
     PredictResponse,
-    PreprocessingInfo,
     StatusResponse,
     Timing,
     error_responses,
@@ -212,50 +207,9 @@ async def ready(request: Request) -> StatusResponse | JSONResponse:
 async def info(request: Request) -> InfoResponse:
     """The served model, its preprocessing, device, precision, batching settings and versions."""
     service = _service(request)
-    settings = service.settings
-    model = service.model
-    if model is None:
+    if service.model is None:
         raise ApiError(ErrorCode.NOT_READY, "the model is not loaded yet")
-    spec = model.preprocess
-    return InfoResponse(
-        model=model.name,
-        weights=model.weights.label,
-        random_weights=model.weights.source == "random",
-        num_classes=model.num_classes,
-        input_size=[3, spec.crop_size, spec.crop_size],
-        preprocessing=PreprocessingInfo(
-            resize_size=spec.resize_size,
-            crop_size=spec.crop_size,
-            mean=list(spec.mean),
-            std=list(spec.std),
-            interpolation=spec.interpolation,
-            background=list(preprocess.BACKGROUND_RGB),
-        ),
-        device=str(service.device),
-        precision=service.precision,
-        compiled=service.compiled,
-        threads_per_worker=service.threads_per_worker,
-        batching=BatchingInfo(
-            max_batch_size=settings.max_batch_size,
-            max_batch_wait_ms=settings.max_batch_wait_ms,
-            max_queue_size=settings.max_queue_size,
-            workers=service.workers,
-        ),
-        limits={
-            "max_upload_mb": settings.max_upload_mb,
-            "max_image_pixels": settings.max_image_pixels,
-            "request_timeout_s": settings.request_timeout_s,
-            "max_top_k": MAX_TOP_K,
-            "formats": list(preprocess.ALLOWED_FORMATS),
-        },
-        versions={
-            "batchserve": __version__,
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-            "pillow": PIL.__version__,
-            "python": platform.python_version(),
-        },
-    )
+    return describe(service, service.model)
 
 
 @telemetry.get(

@@ -75,6 +75,26 @@ class PreprocessingInfo(BaseModel):
     background: list[int] = Field(description="RGB that transparent pixels are composited on")
 
 
+class FidelityInfo(BaseModel):
+    """int8 against fp32 on held-out photos, measured when the model was quantized."""
+
+    photos: int = Field(description="Held-out whole photos compared")
+    top1_agreement: float = Field(ge=0, le=1, description="Share with the same top-1 class")
+    top5_overlap: float = Field(ge=0, le=1, description="Mean share of top-5 classes in common")
+    max_probability_difference: float = Field(ge=0, le=1)
+
+
+class PlanInfo(BaseModel):
+    """The runtime plan resolved at startup from the settings and the hardware."""
+
+    engine: str = Field(examples=["openvino"], description="torch or openvino")
+    engine_version: str
+    cpu: str = Field(description="The CPU's model name")
+    cpu_flags: list[str] = Field(description="Its vector, int8 and bf16 extensions that matter")
+    workers: int
+    threads_per_worker: int
+
+
 class InfoResponse(BaseModel):
     """The answer to ``GET /info``."""
 
@@ -91,6 +111,11 @@ class InfoResponse(BaseModel):
     batching: BatchingInfo
     limits: dict[str, Any]
     versions: dict[str, str]
+    engine: str = Field(description="torch or openvino")
+    plan: PlanInfo
+    int8_fidelity: FidelityInfo | None = Field(
+        default=None, description="With precision int8: how it compares with fp32"
+    )
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

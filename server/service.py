@@ -1,7 +1,7 @@
 """The classification service: model, decode pool, batcher and worker pool, with a lifecycle.
 
 It adapts the generic :class:`~batcher.MicroBatcher` to the model: items are
-preprocessed tensors, results are :class:`~server.inference.Row` values, and a
+preprocessed tensors, results are :class:`~server.engines.Row` values, and a
 batch runs on a thread of the inference pool so the event loop stays free.
 """
 
@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
@@ -23,17 +23,10 @@ import torch
 from batcher import MicroBatcher
 from server import preprocess
 from server.config import Settings
-from server.inference import (
-    InferenceEngine,
-    Row,
-    configure_threads,
-    resolve_compile,
-    resolve_device,
-    resolve_precision,
-    resolve_workers,
-)
+from server.engines import BuiltEngine, Engine, Row, build_engine
 from server.metrics import Metrics
 from server.model import LoadedModel, load_model, resolve_weights
+from server.plan import RuntimePlan, resolve_plan
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +48,17 @@ def lower_thread_priority() -> None:
         os.setpriority(
             os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + COMPUTE_NICENESS
         )
+
+
+def init_compute_thread(threads: int) -> None:
+    """An inference thread: lower priority, and torch's thread count set *in this thread*.
+
+    OpenMP settings are per thread: set only in the event loop's thread, they do
+    not reach the thread that runs the forward pass, which then starts with
+    OpenMP's own default team.
+    """
+    lower_thread_priority()
+    torch.set_num_threads(threads)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -92,6 +96,42 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    """A model and its engine built before the server starts (``batchserve serve`` does this)."""
+
+    model: LoadedModel
+    built: BuiltEngine
+
+
+def prepare(settings: Settings, plan: RuntimePlan) -> Prepared:
+    """Load the model and build its engine (conversion, int8, compilation): blocking, seconds."""
+    model = load_model(resolve_weights(settings.model, settings.weights))
+    return Prepared(model, build_engine(model, plan, settings))
+
+
+def prepare_in_compute_thread(settings: Settings, plan: RuntimePlan) -> Prepared:
+    """:func:`prepare` on a thread of lowered priority, which it hands down.
+
+    OpenVINO starts its own thread pool while the model compiles; those threads
+    run every later forward pass and inherit the priority of the thread that
+    created them. Built from the main thread, which becomes the event loop,
+    they would compete with it as equals and /health would wait behind them.
+    A daemon thread: a Ctrl-C in the main thread never waits for it.
+    """
+    result: Future[Prepared] = Future()
+
+    def run() -> None:
+        lower_thread_priority()
+        try:
+            result.set_result(prepare(settings, plan))
+        except BaseException as exc:  # handed to the caller, who decides
+            result.set_exception(exc)
+
+    threading.Thread(target=run, name="prepare", daemon=True).start()
+    return result.result()
+
+
+@dataclass(frozen=True, slots=True)
 class Classification:
     """One request's answer and where its time went (seconds)."""
 
@@ -103,16 +143,25 @@ class Classification:
 class ClassificationService:
     """Owns everything between an uploaded image and its top-k answer."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        plan: RuntimePlan | None = None,
+        prepared: Prepared | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.device = resolve_device(settings.device)
-        self.precision = resolve_precision(settings.precision, self.device)
-        self.workers = resolve_workers(settings.workers, self.device)
-        self.compiled = resolve_compile(settings.compile, self.device, self.precision)
-        self.threads_per_worker = 1
+        self.plan = plan or resolve_plan(settings)
+        self.device = self.plan.device
+        self.precision = self.plan.precision
+        self.workers = self.plan.workers
+        self.compiled = self.plan.compiled
+        self.threads_per_worker = self.plan.threads_per_worker
         self.model: LoadedModel | None = None
-        self._engine: InferenceEngine | None = None
+        self.fidelity: dict[str, float] | None = None
+        self._prepared = prepared
+        self._engine: Engine | None = None
         self._batcher: MicroBatcher[Job, Row] | None = None
         self._reset()
 
@@ -129,7 +178,10 @@ class ClassificationService:
             initializer=lower_thread_priority,
         )
         self._inference_pool = ThreadPoolExecutor(
-            self.workers, thread_name_prefix="inference", initializer=lower_thread_priority
+            self.workers,
+            thread_name_prefix="inference",
+            initializer=init_compute_thread,
+            initargs=(self.threads_per_worker,),
         )
 
     @property
@@ -149,24 +201,19 @@ class ClassificationService:
         """Load the model (failing fast), start the batcher, and warm up in the background."""
         if self._batcher is not None:
             self._reset()
-        choice = resolve_weights(self.settings.model, self.settings.weights)
-        loop = asyncio.get_running_loop()
-        self.model = await loop.run_in_executor(self._inference_pool, load_model, choice)
-        self.threads_per_worker = configure_threads(
-            self.device, self.workers, self.settings.threads_per_worker
-        )
-        self._engine = InferenceEngine(
-            self.model,
-            self.device,
-            self.precision,
-            compiled=self.compiled,
-            max_batch_size=self.settings.max_batch_size,
-            cache_dir=self.settings.cache_dir,
-        )
+        prepared = self._prepared
+        if prepared is None:
+            loop = asyncio.get_running_loop()
+            prepared = await loop.run_in_executor(
+                self._inference_pool, prepare, self.settings, self.plan
+            )
+        self.model, self._engine = prepared.model, prepared.built.engine
+        self.fidelity = prepared.built.fidelity
+        logger.info("runtime plan: %s", self.plan.describe())
         self._batcher = MicroBatcher(
             self._run_batch,
-            max_batch_size=self.settings.max_batch_size,
-            max_wait_s=self.settings.max_batch_wait_s,
+            max_batch_size=self.plan.max_batch_size,
+            max_wait_s=self.plan.max_batch_wait_ms / 1000.0,
             max_queue_size=self.settings.max_queue_size,
             workers=self.workers,
             observer=self.metrics,
@@ -180,19 +227,30 @@ class ClassificationService:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
-                self._inference_pool, self._engine.warm_up, self.settings.max_batch_size
+                self._inference_pool, self._engine.warm_up, self.plan.max_batch_size
             )
         except Exception as exc:
             self.failure = f"warm-up failed: {type(exc).__name__}: {exc}"
             logger.exception("warm-up failed; the server will never report ready")
             return
         self.warm = True
-        logger.info("ready: %s on %s (%s)", self.describe_weights(), self.device, self.precision)
+        logger.info(
+            "ready: %s, %s engine on %s (%s)",
+            self.describe_weights(),
+            self.plan.engine,
+            self.device,
+            self.precision,
+        )
 
     async def wait_ready(self) -> None:
         """Wait for the warm-up to end (used by tests and tools)."""
         if self._warm_up_task is not None:
             await asyncio.shield(self._warm_up_task)
+
+    @property
+    def engine_version(self) -> str:
+        """The running engine's library version, or a placeholder before loading."""
+        return self._engine.version if self._engine is not None else "not loaded"
 
     def describe_weights(self) -> str:
         """The weights label, or a placeholder before loading."""

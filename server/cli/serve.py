@@ -8,14 +8,15 @@ import logging
 import sys
 from typing import Any, Final
 
-from pydantic_settings import CliSettingsSource
-
 from server.app import create_app
 from server.cli.interrupt import Interrupted
-from server.config import Settings, SettingsError, load_settings, unknown_variables, variable_names
-from server.inference import DeviceError, resolve_compile, resolve_device, resolve_precision
+from server.cli.settings import SETTINGS_EPILOG, add_settings_options, settings_from
+from server.config import Settings, SettingsError, unknown_variables, variable_names
+from server.engines.errors import CalibrationError, Int8FidelityError
 from server.logs import configure_logging
 from server.model import ModelLoadError, ensure_weights, resolve_weights
+from server.plan import DeviceError, RuntimePlan, resolve_plan
+from server.service import Prepared, prepare_in_compute_thread
 from server.serving import serve
 
 logger = logging.getLogger("batchserve")
@@ -23,44 +24,41 @@ logger = logging.getLogger("batchserve")
 #: Exit status for a configuration or weights problem found before serving.
 EXIT_CONFIG: Final = 2
 
-_EPILOG: Final = (
-    "Every option is also an environment variable: --max-batch-size is "
-    "BATCHSERVE_MAX_BATCH_SIZE. An option wins over the environment, which wins over "
-    "a .env file in the working directory. docs/configuration.md explains each setting."
-)
+#: What can stop a start before serving, each with a message that says what to do.
+STARTUP_ERRORS: Final = (ModelLoadError, DeviceError, CalibrationError, Int8FidelityError)
 
 
 def register(subparsers: Any) -> None:
-    """Add ``serve`` and a kebab-case option for every setting (derived by pydantic-settings)."""
+    """Add ``serve`` and a kebab-case option for every setting."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
         help="serve the model over HTTP (the default)",
         description="Load the model, warm it up and serve it until SIGTERM or Ctrl-C, "
         "which drain the queue and the batches in flight.",
-        epilog=_EPILOG,
+        epilog=SETTINGS_EPILOG,
     )
-    source: CliSettingsSource[Settings] = CliSettingsSource(
-        Settings,
-        root_parser=parser,
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_prog_name="batchserve serve",
-    )
-    parser.set_defaults(handler=run, settings_source=source)
+    add_settings_options(parser, "batchserve serve")
+    parser.set_defaults(handler=run)
 
 
-def preflight(settings: Settings) -> None:
-    """Fail before binding the port when the device or weights cannot work."""
-    device = resolve_device(settings.device)
-    precision = resolve_precision(settings.precision, device)
-    resolve_compile(settings.compile, device, precision)
+def preflight(settings: Settings) -> tuple[RuntimePlan, Prepared]:
+    """Everything that can fail before binding the port: the plan, the weights, the engine.
+
+    Conversion, quantization and int8's fidelity check all happen here, so a
+    problem stops the start with exit status 2 and a message, never a server
+    that is up but never ready.
+    """
+    plan = resolve_plan(settings)
+    logger.info("runtime plan: %s", plan.describe())
+    # The download in this (the main) thread: a Ctrl-C during it stops it at once.
     ensure_weights(resolve_weights(settings.model, settings.weights))
+    return plan, prepare_in_compute_thread(settings, plan)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve with the parsed options; 2 on a bad setup, 0 after a drained shutdown."""
     try:
-        settings = load_settings(args.settings_source(parsed_args=args))
+        settings = settings_from(args)
     except SettingsError as exc:
         print(f"batchserve: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -68,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
     for warning in unknown_variables(variable_names()):
         logger.warning(warning)
     try:
-        preflight(settings)
-    except (ModelLoadError, DeviceError) as exc:
+        plan, prepared = preflight(settings)
+    except STARTUP_ERRORS as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_CONFIG
     # uvicorn drains, then raises the signal that stopped it again: then all is done.
     with contextlib.suppress(Interrupted):
-        serve(create_app(settings), settings)
+        serve(create_app(settings, plan=plan, prepared=prepared), settings)
     return 0

@@ -57,6 +57,16 @@ def test_the_lock_files_pin_every_runtime_dependency_exactly() -> None:
         assert wanted <= names, wanted - names
     cpu = (ROOT / "requirements" / "runtime-cpu.txt").read_text()
     assert re.search(r"^torch==[\d.]+\+cpu$", cpu, re.MULTILINE)
+    # The CPU image serves with OpenVINO (the openvino extra), without NNCF.
+    extra = re.split(r"[<>=\[ ]", project["optional-dependencies"]["openvino"][0])[0]
+    assert re.search(rf"^{extra}==", cpu, re.MULTILINE)
+    assert "nncf" not in cpu
+
+
+def test_int8_can_be_baked_into_the_image_by_the_quantize_command() -> None:
+    assert "ARG PRECISION=auto" in DOCKERFILE
+    assert "batchserve quantize" in DOCKERFILE
+    assert "COPY --from=weights --chown=10001:10001 /opt/batchserve-cache" in DOCKERFILE
 
 
 def test_the_build_context_leaves_out_the_venv_git_tests_and_caches() -> None:

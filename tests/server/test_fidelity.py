@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from server.inference import InferenceEngine
+from server.engines import TorchEngine
 from server.model import load_model, preprocess_spec, resolve_weights
 from server.preprocess import preprocess
 from tests.conftest import PHOTOS, photo
@@ -27,7 +27,7 @@ def outputs() -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.stack([preprocess(photo(name), spec, 10**8) for name in PHOTOS])
     results = []
     for precision in ("fp32", "bf16"):
-        engine = InferenceEngine(model, torch.device("cpu"), precision)
+        engine = TorchEngine(model, torch.device("cpu"), precision)
         dtype = torch.float32 if precision == "fp32" else torch.bfloat16
         with torch.inference_mode():
             x = images.to(dtype).contiguous(memory_format=torch.channels_last)

@@ -368,3 +368,47 @@ def test_ctrl_c_while_serving_drains_and_exits_cleanly(tmp_path: Path) -> None:
     assert "drained and stopped" in stderr
     assert "Traceback" not in stderr
     assert "KeyboardInterrupt" not in stderr
+
+
+def test_quantize_ahead_of_time_then_serve_int8_from_the_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    result = subprocess.run(
+        [BATCHSERVE, "quantize", "--model", "mobilenet_v2", "--weights", "random",
+         "--cache-dir", str(cache)],
+        env=_environment(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert Path(report["cache_entry"]).parent == cache / "int8"
+    assert report["fidelity"]["photos"] == 3
+    settings = make_settings(model="mobilenet_v2", precision="int8", cache_dir=cache)
+    running = start_server(create_app(settings))
+    try:
+        with running.client() as client:
+            info = client.get("/info").json()
+            answer = client.post("/predict", files={"file": ("c.jpg", photo("cat.jpg"))})
+    finally:
+        running.stop()
+    assert (info["engine"], info["precision"]) == ("openvino", "int8")
+    assert info["int8_fidelity"] == report["fidelity"]
+    assert info["plan"]["engine_version"] == info["versions"]["openvino"]
+    assert answer.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"precision": "int8", "calibration_dir": "nowhere"}, "is not a directory"),
+        ({"precision": "int8", "engine": "torch"}, "int8 runs on the OpenVINO engine"),
+        ({"engine": "openvino", "compile": "on"}, "compiles the torch engine"),
+    ],
+)
+def test_engine_problems_stop_the_start_with_what_to_do(
+    tmp_path: Path, settings: dict[str, str], message: str
+) -> None:
+    if "calibration_dir" in settings:
+        settings = {**settings, "calibration_dir": str(tmp_path / settings["calibration_dir"])}
+    stderr = _refused_start(
+        [BATCHSERVE], tmp_path, model="mobilenet_v2", weights="random", **settings
+    )
+    assert message in stderr

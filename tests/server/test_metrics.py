@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from batcher import BatchRecord, DropReason
-from server.metrics import Metrics, batch_size_buckets
+from server.metrics import Metrics
 
 
 def _metrics() -> Metrics:
-    return Metrics(max_batch_size=8, endpoints=["/predict"], error_codes=["invalid_image"])
+    return Metrics(batch_sizes=(1, 2, 4, 8), endpoints=["/predict"], error_codes=["invalid_image"])
 
 
-def test_batch_size_buckets_are_powers_of_two_up_to_the_max() -> None:
-    assert batch_size_buckets(1) == (1.0,)
-    assert batch_size_buckets(8) == (1.0, 2.0, 4.0, 8.0)
-    assert batch_size_buckets(12) == (1.0, 2.0, 4.0, 8.0, 12.0)
+def test_the_batch_size_buckets_are_the_plans() -> None:
+    text = _metrics().exposition("")[0].decode()
+    for bucket in ("1.0", "2.0", "4.0", "8.0", "+Inf"):
+        assert f'batchserve_batch_size_bucket{{le="{bucket}"}} 0.0' in text
+    assert 'le="16.0"' not in text
 
 
 def test_labelled_series_exist_from_the_start() -> None:
@@ -44,8 +45,8 @@ def test_openmetrics_is_served_when_asked_for() -> None:
 def test_model_info_is_one_series_with_value_one() -> None:
     metrics = _metrics()
     labels = {
-        "model": "m", "weights": "w", "device": "cpu", "precision": "fp32",
-        "max_batch_size": "8", "workers": "1",
+        "model": "m", "weights": "w", "engine": "openvino", "engine_version": "2026.4.1",
+        "device": "cpu", "precision": "int8", "max_batch_size": "8", "workers": "1",
     }  # fmt: skip
     metrics.set_model_info(**labels)
     metrics.set_model_info(**{**labels, "model": "n"})

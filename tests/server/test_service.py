@@ -13,8 +13,11 @@ import torch
 
 from batcher import DropReason
 from server.app import create_app
+from server.engines import Row, TorchEngine
+from server.engines.openvino_engine import OpenVinoEngine
 from server.errors import ErrorCode
-from server.inference import InferenceEngine, Row
+from server.metrics import Metrics
+from server.service import ClassificationService
 from tests.conftest import RunningServer, make_settings, photo, start_server
 from tests.server.test_routes import _post, assert_error
 
@@ -314,10 +317,11 @@ def test_a_bug_is_internal_error_without_a_traceback(server, monkeypatch) -> Non
 
 
 def test_a_failed_warm_up_leaves_ready_503_with_its_reason(monkeypatch) -> None:
-    def broken_warm_up(self: InferenceEngine, max_batch_size: int) -> None:
+    def broken_warm_up(self: object, max_batch_size: int) -> None:
         raise RuntimeError("no kernel for this CPU (injected)")
 
-    monkeypatch.setattr(InferenceEngine, "warm_up", broken_warm_up)
+    for engine_class in (TorchEngine, OpenVinoEngine):
+        monkeypatch.setattr(engine_class, "warm_up", broken_warm_up)
     running = start_server(create_app(make_settings(model="mobilenet_v2")), wait_ready=False)
     try:
         _wait_until(lambda: running.service.failure is not None)
@@ -334,13 +338,14 @@ def test_a_failed_warm_up_leaves_ready_503_with_its_reason(monkeypatch) -> None:
 
 def test_not_ready_until_warm_and_health_answers_meanwhile(monkeypatch) -> None:
     released = threading.Event()
-    real_warm_up = InferenceEngine.warm_up
+    real_warm_up = OpenVinoEngine.warm_up
 
-    def gated_warm_up(self: InferenceEngine, max_batch_size: int) -> None:
+    def gated_warm_up(self: OpenVinoEngine, max_batch_size: int) -> None:
         assert released.wait(timeout=60)
         real_warm_up(self, max_batch_size)
 
-    monkeypatch.setattr(InferenceEngine, "warm_up", gated_warm_up)
+    # The default engine on the CPU (tests/server/test_plan.py).
+    monkeypatch.setattr(OpenVinoEngine, "warm_up", gated_warm_up)
     running = start_server(create_app(make_settings(model="mobilenet_v2")), wait_ready=False)
     try:
         with running.client() as client:
@@ -357,3 +362,17 @@ def test_not_ready_until_warm_and_health_answers_meanwhile(monkeypatch) -> None:
     finally:
         released.set()
         running.stop()
+
+
+def test_inference_threads_get_the_plans_thread_count_in_their_own_thread() -> None:
+    """OpenMP settings are per thread: set in the event loop's, they would not reach these."""
+    metrics = Metrics(batch_sizes=(1,), endpoints=(), error_codes=())
+    service = ClassificationService(make_settings(threads_per_worker=1), metrics)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert service._inference_pool.submit(torch.get_num_threads).result(timeout=30) == 1
+    finally:
+        torch.set_num_threads(previous)
+        service._inference_pool.shutdown()
+        service._decode_pool.shutdown()

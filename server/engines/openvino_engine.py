@@ -1,0 +1,169 @@
+"""The OpenVINO engine (CPU): fp32, bf16 or int8, one stream per worker.
+
+The torch model is converted to OpenVINO's representation with a dynamic batch
+dimension, compiled once for the CPU with the precision, streams and threads
+of the runtime plan, and run through one infer request per worker thread.
+OpenVINO runs bf16 by default on CPUs that have it; the precision hint is
+always set, so the plan's precision is what runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import openvino as ov
+import torch
+
+from server.config import Settings
+from server.engines import calibration, int8
+from server.engines.contract import MAX_TOP_K, BuiltEngine, Row, rows_from_logits
+from server.engines.int8_cache import Int8Cache, cache_key
+from server.model import LoadedModel, weights_identity
+from server.plan import RuntimePlan
+
+logger = logging.getLogger(__name__)
+
+#: OpenVINO's name for the precision the non-quantized operations compute in.
+_PRECISION_HINT: Final = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+#: The largest batch the exported graph admits (BATCHSERVE_MAX_BATCH_SIZE's own limit).
+_MAX_BATCH: Final = 1024
+
+
+def convert(model: LoadedModel) -> ov.Model:
+    """The model in OpenVINO's representation, batch dimension dynamic, weights in fp32.
+
+    Through ``torch.export`` (OpenVINO's own tracing path uses the deprecated
+    ``torch.jit.trace``), then the spatial size fixed to the crop size.
+    """
+    crop = model.preprocess.crop_size
+    batch = torch.export.Dim("batch", min=1, max=_MAX_BATCH)
+    module = model.module.float().eval()
+    exported = torch.export.export(
+        module, (torch.zeros(2, 3, crop, crop),), dynamic_shapes=({0: batch},)
+    )
+    converted = ov.convert_model(exported)
+    converted.reshape({converted.inputs[0]: ov.PartialShape([-1, 3, crop, crop])})
+    return converted
+
+
+def compile_for_cpu(
+    model: ov.Model, precision: str, workers: int, threads_per_worker: int
+) -> ov.CompiledModel:
+    """Compile for the CPU: ``workers`` streams sharing ``workers x threads`` threads."""
+    config: dict[str, Any] = {
+        "INFERENCE_PRECISION_HINT": _PRECISION_HINT[precision],
+        "NUM_STREAMS": workers,
+        "INFERENCE_NUM_THREADS": workers * threads_per_worker,
+    }
+    return ov.Core().compile_model(model, "CPU", config)
+
+
+class OpenVinoEngine:
+    """Runs batches on a compiled OpenVINO model; thread-safe, one infer request per thread."""
+
+    name = "openvino"
+
+    def __init__(self, model: LoadedModel, compiled: ov.CompiledModel, precision: str) -> None:
+        self.model = model
+        self.precision = precision
+        self._compiled = compiled
+        self._top_k = min(MAX_TOP_K, model.num_classes)
+        self._local = threading.local()
+
+    @property
+    def version(self) -> str:
+        """OpenVINO's version."""
+        return str(ov.__version__)
+
+    def _request(self) -> ov.InferRequest:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        return request
+
+    def logits(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The model's raw output for a batch (``batch x classes``, float32)."""
+        inputs = torch.stack(list(batch)).numpy()
+        output = self._request().infer({0: inputs})[0]
+        return torch.from_numpy(np.array(output, dtype=np.float32, copy=True))
+
+    def run(self, batch: Sequence[torch.Tensor]) -> list[Row]:
+        """Classify a batch of preprocessed ``3 x H x W`` tensors; one row per item, in order."""
+        started = time.perf_counter()
+        logits = self.logits(batch)
+        elapsed = time.perf_counter() - started
+        return rows_from_logits(logits, len(batch), self._top_k, elapsed)
+
+    def warm_up(self, max_batch_size: int) -> None:
+        """Every batch size once: OpenVINO prepares kernels for each new input shape."""
+        crop = self.model.preprocess.crop_size
+        example = torch.zeros(3, crop, crop)
+        for size in range(1, max_batch_size + 1):
+            self.run([example] * size)
+
+
+def build(model: LoadedModel, plan: RuntimePlan, settings: Settings) -> BuiltEngine:
+    """Convert, quantize when the plan says int8, compile: an engine ready to warm up."""
+    fp32 = convert(model)
+    if plan.precision != "int8":
+        compiled = compile_for_cpu(fp32, plan.precision, plan.workers, plan.threads_per_worker)
+        return BuiltEngine(OpenVinoEngine(model, compiled, plan.precision))
+    quantized, report, entry = int8_model(model, fp32, plan, settings)
+    compiled = compile_for_cpu(quantized, "int8", plan.workers, plan.threads_per_worker)
+    return BuiltEngine(OpenVinoEngine(model, compiled, "int8"), report.as_dict(), entry)
+
+
+def int8_model(
+    model: LoadedModel, fp32: ov.Model, plan: RuntimePlan, settings: Settings
+) -> tuple[ov.Model, int8.FidelityReport, Path | None]:
+    """The quantized model, from the cache or quantized now (and cached), checked for fidelity.
+
+    Also returns its cache entry (None when the cache cannot be written).
+    """
+    _, fingerprint = calibration.identify(settings.calibration_dir)
+    parts = {
+        "model": model.name,
+        "weights": weights_identity(model.weights),
+        "preprocess": repr(model.preprocess),
+        "calibration": fingerprint,
+        "openvino": str(ov.__version__),
+    }
+    cache, key = Int8Cache(settings.cache_dir), cache_key(parts)
+    cached = cache.load(key, int8.nncf_version())
+    entry: Path | None = cache.entry(key)
+    if cached is not None:
+        logger.info("int8 model from the cache: %s", entry)
+        quantized, report = cached
+    else:
+        quantized, report = _quantize_and_measure(model, fp32, plan, settings)
+        made_by = {**parts, "nncf": int8.nncf_version() or "unknown"}
+        if (entry := cache.store(key, quantized, report, made_by)) is not None:
+            logger.info("int8 model cached in %s", entry)
+    int8.check(report, settings.int8_min_agreement, model.weights.source == "random")
+    return quantized, report, entry
+
+
+def _quantize_and_measure(
+    model: LoadedModel, fp32: ov.Model, plan: RuntimePlan, settings: Settings
+) -> tuple[ov.Model, int8.FidelityReport]:
+    samples = calibration.load(settings.calibration_dir, model.preprocess)
+    started = time.perf_counter()
+    logger.info(
+        "quantizing %s to int8 on %d samples from %s",
+        model.name,
+        len(samples.calibration),
+        samples.source,
+    )
+    quantized = int8.quantize(fp32, samples)
+    logger.info("quantized in %.1fs", time.perf_counter() - started)
+    threads = plan.threads_per_worker * plan.workers
+    reference = OpenVinoEngine(model, compile_for_cpu(fp32, "fp32", 1, threads), "fp32")
+    candidate = OpenVinoEngine(model, compile_for_cpu(quantized, "int8", 1, threads), "int8")
+    held_out = samples.held_out
+    return quantized, int8.compare(reference.logits(held_out), candidate.logits(held_out))

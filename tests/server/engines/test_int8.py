@@ -1,0 +1,62 @@
+"""int8: NNCF quantization, the fidelity comparison, and the gate that refuses a bad model."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+import torch
+
+from server.engines import calibration, int8
+from server.engines.errors import CalibrationError, Int8FidelityError
+from server.engines.openvino_engine import OpenVinoEngine, compile_for_cpu, convert
+from server.model import load_model, resolve_weights
+
+
+def test_identical_answers_agree_fully() -> None:
+    logits = torch.randn(4, 10, generator=torch.Generator().manual_seed(0))
+    report = int8.compare(logits, logits.clone())
+    assert (report.photos, report.top1_agreement, report.top5_overlap) == (4, 1.0, 1.0)
+    assert report.max_probability_difference == 0.0
+
+
+def test_a_changed_top_class_lowers_agreement() -> None:
+    fp32 = torch.eye(4) * 10
+    other = fp32.clone()
+    other[0] = torch.tensor([0.0, 10.0, 0.0, 0.0])
+    report = int8.compare(fp32, other)
+    assert report.top1_agreement == 0.75
+    assert report.max_probability_difference > 0.9
+
+
+def test_the_gate_refuses_real_weights_and_only_warns_for_random_ones(caplog) -> None:
+    report = int8.FidelityReport(3, 2 / 3, 0.8, 0.2)
+    with pytest.raises(Int8FidelityError, match=r"BATCHSERVE_INT8_MIN_AGREEMENT=0\.8"):
+        int8.check(report, 0.8, random_weights=False)
+    with caplog.at_level(logging.WARNING):
+        int8.check(report, 0.8, random_weights=True)
+    assert "not enforced" in caplog.text
+    int8.check(report, 0.6, random_weights=False)
+
+
+def test_quantization_gives_an_int8_model_close_to_fp32() -> None:
+    model = load_model(resolve_weights("mobilenet_v2", "random"))
+    samples = calibration.load(None, model.preprocess)
+    fp32 = convert(model)
+    quantized = int8.quantize(fp32, samples)
+    kinds = {op.get_type_name() for op in quantized.get_ops()}
+    assert "FakeQuantize" in kinds  # what NNCF inserts; the CPU plugin runs them as int8
+    reference = OpenVinoEngine(model, compile_for_cpu(fp32, "fp32", 1, 2), "fp32")
+    candidate = OpenVinoEngine(model, compile_for_cpu(quantized, "int8", 1, 2), "int8")
+    report = int8.compare(reference.logits(samples.held_out), candidate.logits(samples.held_out))
+    assert report.photos == calibration.MIN_HELD_OUT
+    assert 0.0 <= report.max_probability_difference < 0.5
+
+
+def test_without_nncf_quantizing_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    assert int8.nncf_version() is None
+    samples = calibration.CalibrationSet((), (), "", "")
+    with pytest.raises(CalibrationError, match=r"pip install 'batchserve\[int8\]'"):
+        int8.quantize(None, samples)  # type: ignore[arg-type]

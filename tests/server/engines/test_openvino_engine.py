@@ -1,0 +1,98 @@
+"""The OpenVINO engine: the same answers as torch, the plan's precision, streams and threads."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import threading
+
+import pytest
+import torch
+
+from server.engines import MAX_TOP_K, TorchEngine
+from server.engines.openvino_engine import OpenVinoEngine, compile_for_cpu, convert
+from server.model import LoadedModel, load_model, resolve_weights
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedModel:
+    return load_model(resolve_weights("mobilenet_v2", "random"))
+
+
+@pytest.fixture(scope="module")
+def converted(model: LoadedModel):
+    return convert(model)
+
+
+@pytest.fixture(scope="module")
+def engine(model: LoadedModel, converted) -> OpenVinoEngine:
+    return OpenVinoEngine(model, compile_for_cpu(converted, "fp32", 1, 2), "fp32")
+
+
+def _items(n: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(n)
+    return [torch.randn(3, 224, 224, generator=generator) for _ in range(n)]
+
+
+def test_fp32_logits_equal_torchs(model: LoadedModel, engine: OpenVinoEngine) -> None:
+    items = _items(3)
+    reference = TorchEngine(model, CPU, "fp32")
+    with torch.inference_mode():
+        expected = model.module(torch.stack(items))
+    assert torch.allclose(engine.logits(items), expected, atol=1e-4)
+    rows, torch_rows = engine.run(items), reference.run(items)
+    assert [r.batch_size for r in rows] == [3, 3, 3]
+    for row, torch_row in zip(rows, torch_rows, strict=True):
+        assert len(row.top) == MAX_TOP_K
+        assert [i for i, _ in row.top[:5]] == [i for i, _ in torch_row.top[:5]]
+
+
+def test_every_batch_size_runs_with_its_own_rows(engine: OpenVinoEngine) -> None:
+    for size in (1, 2, 5, 8):
+        assert [r.batch_size for r in engine.run(_items(size))] == [size] * size
+
+
+def test_warm_up_runs_every_batch_size(engine: OpenVinoEngine, monkeypatch) -> None:
+    sizes: list[int] = []
+    real = engine.run
+    monkeypatch.setattr(engine, "run", lambda batch: sizes.append(len(batch)) or real(batch))
+    engine.warm_up(4)
+    assert sizes == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("precision", "hint"), [("fp32", "f32"), ("bf16", "bf16")])
+def test_the_precision_hint_is_always_set(converted, precision: str, hint: str) -> None:
+    # OpenVINO would choose bf16 by itself on CPUs that have it: fp32 must be asked for.
+    compiled = compile_for_cpu(converted, precision, 1, 1)
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == hint
+
+
+def test_workers_are_streams_sharing_the_plans_threads(converted) -> None:
+    compiled = compile_for_cpu(converted, "fp32", 2, 1)
+    assert int(compiled.get_property("NUM_STREAMS")) == 2
+    assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
+
+
+def test_threads_run_batches_at_once_with_their_own_requests(model: LoadedModel, converted) -> None:
+    engine = OpenVinoEngine(model, compile_for_cpu(converted, "fp32", 2, 1), "fp32")
+    items = _items(2)
+    expected = engine.logits(items)
+    results: list[torch.Tensor] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(engine.logits(items))) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == 4
+    assert all(torch.allclose(result, expected) for result in results)
+    assert engine.version.startswith("20")
+
+
+def test_no_usage_data_is_sent(engine: OpenVinoEngine) -> None:
+    """OpenVINO's converter would report to Google Analytics from a child process."""
+    assert sys.modules["openvino_telemetry"] is None
+    assert multiprocessing.active_children() == []

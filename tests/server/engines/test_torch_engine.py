@@ -1,0 +1,73 @@
+"""The torch engine: batched forward passes that give per-item rows, eager or compiled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from server.engines import MAX_TOP_K, TorchEngine
+from server.model import load_model, resolve_weights
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def engine() -> TorchEngine:
+    return TorchEngine(load_model(resolve_weights("mobilenet_v2", "random")), CPU, "fp32")
+
+
+def test_a_batch_gives_one_sorted_row_per_item_in_order(engine: TorchEngine) -> None:
+    torch.manual_seed(1)
+    items = [torch.randn(3, 224, 224) for _ in range(3)]
+    rows = engine.run(items)
+    assert len(rows) == 3
+    for row in rows:
+        assert row.batch_size == 3
+        assert row.inference_s > 0
+        assert len(row.top) == MAX_TOP_K
+        probabilities = [p for _, p in row.top]
+        assert probabilities == sorted(probabilities, reverse=True)
+    for item, row in zip(items, rows, strict=True):
+        alone = engine.run([item])[0]
+        assert [i for i, _ in alone.top[:5]] == [i for i, _ in row.top[:5]]
+        for (_, p_alone), (_, p_batch) in zip(alone.top, row.top, strict=True):
+            assert p_alone == pytest.approx(p_batch, abs=1e-4)
+
+
+def test_a_bf16_engine_answers_in_fp32_rows_close_to_fp32() -> None:
+    torch.manual_seed(0)
+    model = load_model(resolve_weights("mobilenet_v2", "random"))
+    items = [torch.randn(3, 224, 224) for _ in range(2)]
+    fp32 = TorchEngine(model, CPU, "fp32").run(items)
+    bf16 = TorchEngine(model, CPU, "bf16").run(items)
+    for reference, row in zip(fp32, bf16, strict=True):
+        assert row.batch_size == 2
+        assert all(isinstance(p, float) for _, p in row.top)
+        bf16_probability = dict(row.top).get(reference.top[0][0], 0.0)
+        # The tolerance documented in docs/performance.md (tests/server/test_fidelity.py).
+        assert abs(bf16_probability - reference.top[0][1]) < 0.08
+
+
+def test_warm_up_runs_every_batch_size(engine: TorchEngine, monkeypatch) -> None:
+    sizes: list[int] = []
+    real_run = engine.run
+    monkeypatch.setattr(engine, "run", lambda batch: sizes.append(len(batch)) or real_run(batch))
+    engine.warm_up(3)
+    assert sizes == [1, 2, 3]
+
+
+def test_the_compiled_path_pads_to_buckets_and_matches_eager(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = load_model(resolve_weights("mobilenet_v3_small", "random"))
+    eager = TorchEngine(model, CPU, "fp32")
+    items = [torch.randn(3, 224, 224) for _ in range(3)]
+    expected = eager.run(items)
+    compiled = TorchEngine(model, CPU, "fp32", compiled=True, max_batch_size=4, cache_dir=tmp_path)
+    assert compiled.buckets == (1, 2, 4)
+    rows = compiled.run(items)  # three real items, padded to a batch of four
+    assert [row.batch_size for row in rows] == [3, 3, 3]
+    for row, reference in zip(rows, expected, strict=True):
+        assert [i for i, _ in row.top[:5]] == [i for i, _ in reference.top[:5]]
+        for (_, p), (_, q) in zip(row.top, reference.top, strict=True):
+            assert p == pytest.approx(q, abs=1e-4)
+    assert any((tmp_path / "inductor").iterdir())
