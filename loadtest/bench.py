@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shlex
 import signal
 import subprocess
@@ -31,7 +30,7 @@ from loadtest.process import rss_mb, start_server
 from loadtest.report import Benchmark, ServerRun, markdown, plot
 from server.config import Settings
 from server.engines import Engine, TorchEngine
-from server.plan import resolve_plan
+from server.plan import cpu_features, resolve_plan
 from server.service import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,11 +54,10 @@ def _settings() -> Settings:
 
 
 def _machine(settings: Settings, precision: str, compiled: bool) -> dict[str, str]:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    cpu = names[0] if names else platform.processor()
+    cpu, flags = cpu_features()
     return {
-        "CPU": f"{cpu}, {os.cpu_count()} cores",
+        "CPU": f"{cpu}, {os.cpu_count()} cores; flags: {' '.join(flags) or 'none of interest'}",
+        "engine": resolve_plan(settings).engine,
         "torch": torch.__version__,
         "model": f"{settings.model} ({settings.weights} weights)",
         "precision / compiled": f"{precision} / {compiled}",
@@ -164,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = [_measure_server("batching on", {}, args, image, settings.max_batch_size)]
     if not args.no_unbatched:
         runs.append(_measure_server("batching off", {"MAX_BATCH_SIZE": "1"}, args, image, 1))
-    command = "python -m loadtest.bench " + shlex.join(argv) if argv else "make bench"
+    command = "python -m loadtest.bench " + shlex.join(argv) if argv else "make bench BENCH=server"
     machine = _machine(settings, alone.precision, alone.compiled)
     bench = Benchmark(
         command, machine, alone.raw, alone.decode_ms, alone.pipeline_images_per_s, runs
