@@ -381,7 +381,9 @@ def test_quantize_ahead_of_time_then_serve_int8_from_the_cache(tmp_path: Path) -
     report = json.loads(result.stdout)
     assert Path(report["cache_entry"]).parent == cache / "int8"
     assert report["fidelity"]["photos"] == 3
-    settings = make_settings(model="mobilenet_v2", precision="int8", cache_dir=cache)
+    settings = make_settings(
+        model="mobilenet_v2", engine="openvino", precision="int8", cache_dir=cache
+    )
     running = start_server(create_app(settings))
     try:
         with running.client() as client:

@@ -255,3 +255,9 @@ def test_unknown_paths_and_methods_use_the_error_shape(api) -> None:
 
 def test_the_resnet_server_fixture_is_shared(resnet_server: RunningServer) -> None:
     assert resnet_server.service.ready
+
+
+def test_the_shared_server_runs_the_default_engine(api) -> None:
+    info = api.get("/info").json()
+    assert (info["engine"], info["plan"]["engine"]) == ("openvino", "openvino")
+    assert info["versions"]["openvino"] == info["plan"]["engine_version"]

@@ -338,14 +338,13 @@ def test_a_failed_warm_up_leaves_ready_503_with_its_reason(monkeypatch) -> None:
 
 def test_not_ready_until_warm_and_health_answers_meanwhile(monkeypatch) -> None:
     released = threading.Event()
-    real_warm_up = OpenVinoEngine.warm_up
+    real_warm_up = TorchEngine.warm_up
 
-    def gated_warm_up(self: OpenVinoEngine, max_batch_size: int) -> None:
+    def gated_warm_up(self: TorchEngine, max_batch_size: int) -> None:
         assert released.wait(timeout=60)
         real_warm_up(self, max_batch_size)
 
-    # The default engine on the CPU (tests/server/test_plan.py).
-    monkeypatch.setattr(OpenVinoEngine, "warm_up", gated_warm_up)
+    monkeypatch.setattr(TorchEngine, "warm_up", gated_warm_up)
     running = start_server(create_app(make_settings(model="mobilenet_v2")), wait_ready=False)
     try:
         with running.client() as client:

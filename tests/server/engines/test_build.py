@@ -17,7 +17,8 @@ from tests.conftest import make_settings
 
 
 def _build(tmp_path: Path, **overrides):
-    settings = make_settings(model="mobilenet_v2", cache_dir=tmp_path / "cache", **overrides)
+    values = {"model": "mobilenet_v2", "engine": "openvino", "cache_dir": tmp_path / "cache"}
+    settings = make_settings(**{**values, **overrides})
     model = load_model(resolve_weights(settings.model, settings.weights))
     return build_engine(model, resolve_plan(settings), settings)
 
