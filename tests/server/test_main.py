@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -67,18 +68,24 @@ def test_a_missing_weights_file_stops_at_once_with_the_remedy(tmp_path: Path) ->
     assert "nor an existing state_dict file" in stderr
 
 
+def _info_and_answer(settings: Settings) -> tuple[dict[str, Any], httpx.Response]:
+    """Start a server with ``settings``: its /info, and its answer for cat.jpg."""
+    running = start_server(create_app(settings))
+    try:
+        with running.client() as client:
+            info = client.get("/info").json()
+            answer = client.post("/predict", files={"file": ("c.jpg", photo("cat.jpg"))})
+    finally:
+        running.stop()
+    return info, answer
+
+
 def test_mobilenet_v2_serves_with_labels_and_preprocessing_from_its_weights(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "mobilenet_v2.pth"
     torch.save(get_model("mobilenet_v2", weights=None).state_dict(), path)
-    running = start_server(create_app(make_settings(model="mobilenet_v2", weights=str(path))))
-    try:
-        with running.client() as client:
-            info = client.get("/info").json()
-            response = client.post("/predict", files={"file": ("c.jpg", photo("cat.jpg"))})
-    finally:
-        running.stop()
+    info, response = _info_and_answer(make_settings(model="mobilenet_v2", weights=str(path)))
     metadata = get_model_weights("mobilenet_v2").DEFAULT
     transforms = metadata.transforms()
     assert info["model"] == "mobilenet_v2"
@@ -384,13 +391,7 @@ def test_quantize_ahead_of_time_then_serve_int8_from_the_cache(tmp_path: Path) -
     settings = make_settings(
         model="mobilenet_v2", engine="openvino", precision="int8", cache_dir=cache
     )
-    running = start_server(create_app(settings))
-    try:
-        with running.client() as client:
-            info = client.get("/info").json()
-            answer = client.post("/predict", files={"file": ("c.jpg", photo("cat.jpg"))})
-    finally:
-        running.stop()
+    info, answer = _info_and_answer(settings)
     assert (info["engine"], info["precision"]) == ("openvino", "int8")
     assert info["int8_fidelity"] == report["fidelity"]
     assert info["plan"]["engine_version"] == info["versions"]["openvino"]
