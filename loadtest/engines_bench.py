@@ -58,13 +58,9 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
 
 def _variants() -> list[tuple[str, str]]:
     """(engine, precision) pairs this machine runs; bf16 only where the CPU computes it."""
-    variants = [("torch", "fp32")]
-    if cpu_has_fast_bf16():
-        variants.append(("torch", "bf16"))
-    variants += [("openvino", "fp32")]
-    if cpu_has_fast_bf16():
-        variants.append(("openvino", "bf16"))
-    return [*variants, ("openvino", "int8")]
+    precisions = ["fp32", "bf16"] if cpu_has_fast_bf16() else ["fp32"]
+    pairs = [(engine, p) for engine in ("torch", "openvino") for p in precisions]
+    return [*pairs, ("openvino", "int8")]
 
 
 def raw_table(model: str, batch_sizes: list[int], seconds: float) -> list[str]:
