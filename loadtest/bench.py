@@ -31,7 +31,7 @@ from loadtest.report import Benchmark, ServerRun, markdown, plot
 from server.config import Settings
 from server.engines import Engine, TorchEngine
 from server.plan import cpu_features, resolve_plan
-from server.service import prepare
+from server.unit import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 

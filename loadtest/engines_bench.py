@@ -37,7 +37,7 @@ from loadtest.client import LoadResult, closed_loop
 from loadtest.process import free_port, rss_mb, start_server
 from server.config import Settings
 from server.plan import cpu_features, cpu_has_fast_bf16, resolve_plan
-from server.service import prepare
+from server.unit import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("raw", "servers", "fidelity")

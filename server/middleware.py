@@ -66,7 +66,8 @@ class RequestContextMiddleware:
 
     def _finish(self, scope: Scope, response: _ResponseWatch, duration_s: float) -> None:
         endpoint = endpoint_of(scope)
-        self.metrics.observe_request(endpoint, response.status, duration_s)
+        model = str(scope["state"].get("model", ""))  # set by the predict handlers
+        self.metrics.observe_request(endpoint, response.status, duration_s, model)
         client = scope.get("client")
         logger.info(
             '%s "%s %s" %d %.1fms',

@@ -60,18 +60,40 @@ class WeightsChoice:
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    """A classifier in eval mode with everything needed to serve it."""
+    """A classifier in eval mode with everything needed to serve it.
 
-    module: nn.Module
+    ``source`` says what it was loaded from: ``torchvision`` (an architecture and
+    its weights), ``torchscript``, ``exported`` (a torch.export ``.pt2``) or
+    ``onnx``. ``module`` runs it in torch (None for ONNX, which only OpenVINO
+    reads, from ``path``); ``exported`` is the ExportedProgram of a ``.pt2``.
+    """
+
+    module: nn.Module | None
     name: str
-    weights: WeightsChoice
     categories: tuple[str, ...]
     preprocess: PreprocessSpec
+    source: str = "torchvision"
+    weights_label: str = RANDOM
+    path: Path | None = None
+    sha256: str | None = None
+    labels_source: str = "imagenet"
+    output: str = "logits"
+    exported: Any = None
 
     @property
     def num_classes(self) -> int:
         """How many classes the model scores."""
         return len(self.categories)
+
+    @property
+    def random_weights(self) -> bool:
+        """True for a torchvision architecture with random (seeded) weights."""
+        return self.sha256 is None
+
+    @property
+    def identity(self) -> str:
+        """What the parameters are, for cache keys: the file's SHA-256, or the random seed."""
+        return f"sha256:{self.sha256}" if self.sha256 else f"random:seed={RANDOM_SEED}"
 
 
 def available_models() -> list[str]:
@@ -180,47 +202,80 @@ def _download_remedy(choice: WeightsChoice, target: Path, exc: Exception) -> str
     )
 
 
-def weights_identity(choice: WeightsChoice) -> str:
-    """What the parameters are, for cache keys: the file's SHA-256, or the random seed."""
-    if choice.source == RANDOM:
-        return f"random:seed={RANDOM_SEED}"
-    path = ensure_weights(choice)
-    assert path is not None
-    return f"sha256:{sha256_of(path)}"
+def generated_labels(count: int) -> tuple[str, ...]:
+    """``class_0`` ... ``class_<count-1>``: the labels of a model that comes without any."""
+    return tuple(f"class_{i}" for i in range(count))
 
 
 def load_model(choice: WeightsChoice) -> LoadedModel:
     """Build the model, load its parameters, and put it in eval mode (on the CPU).
 
-    Random weights are seeded: every start builds the same model, so a
-    quantized copy of it can be cached like any other.
+    A state_dict file may have any number of classes: the head is sized from
+    the file. Random weights are seeded: every start builds the same model, so
+    a quantized copy of it can be cached like any other.
     """
-    categories = tuple(choice.entry.meta["categories"])
+    path = ensure_weights(choice)
+    state = _read_state_dict(path, choice) if path is not None else None
+    imagenet = tuple(choice.entry.meta["categories"])
+    classes = head_size(state) if state is not None else len(imagenet)
     with torch.random.fork_rng():
         torch.manual_seed(RANDOM_SEED)
-        module = get_model(choice.model, weights=None, num_classes=len(categories))
-    path = ensure_weights(choice)
-    if path is not None:
-        _load_state_dict(module, path, choice)
+        module = get_model(choice.model, weights=None, num_classes=classes)
+    if state is not None and path is not None:
+        _load_state_dict(module, state, path, choice)
     else:
         logger.warning("serving %s with RANDOM weights: predictions are meaningless", choice.model)
     module.eval()
-    return LoadedModel(module, choice.model, choice, categories, preprocess_spec(choice.entry))
+    categories = imagenet if classes == len(imagenet) else generated_labels(classes)
+    return LoadedModel(
+        module,
+        choice.model,
+        categories,
+        preprocess_spec(choice.entry),
+        weights_label=choice.label,
+        path=path,
+        sha256=sha256_of(path) if path is not None else None,
+        labels_source="imagenet" if categories is imagenet else "generated",
+    )
 
 
-def _load_state_dict(module: nn.Module, path: Path, choice: WeightsChoice) -> None:
+def head_size(state: dict[str, torch.Tensor]) -> int:
+    """The number of classes of a state_dict: the rows of its last weight matrix (the head)."""
+    for key in reversed(list(state)):
+        tensor = state[key]
+        if key.endswith("weight") and isinstance(tensor, torch.Tensor) and tensor.ndim >= 2:
+            return int(tensor.shape[0])
+    raise ModelLoadError("the state_dict has no weight matrix: it is not a classifier's")
+
+
+def _read_state_dict(path: Path, choice: WeightsChoice) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise TypeError(f"it holds a {type(state).__name__}, not a dict of tensors")
+        return state
+    except Exception as exc:
+        raise ModelLoadError(_state_dict_remedy(path, choice, exc)) from exc
+
+
+def _load_state_dict(
+    module: nn.Module, state: dict[str, torch.Tensor], path: Path, choice: WeightsChoice
+) -> None:
+    try:
         module.load_state_dict(state)
     except Exception as exc:
-        raise ModelLoadError(
-            f"could not load weights for {choice.model} from {path}: {exc}\n"
-            "The file must be a state_dict saved with torch.save(model.state_dict(), path) "
-            f"for torchvision's {choice.model}; delete a damaged download to fetch it again, "
-            "or set BATCHSERVE_WEIGHTS=random for an offline trial."
-        ) from exc
+        raise ModelLoadError(_state_dict_remedy(path, choice, exc)) from exc
+
+
+def _state_dict_remedy(path: Path, choice: WeightsChoice, exc: Exception) -> str:
+    return (
+        f"could not load weights for {choice.model} from {path}: {exc}\n"
+        "The file must be a state_dict saved with torch.save(model.state_dict(), path) "
+        f"for torchvision's {choice.model}; delete a damaged download to fetch it again, "
+        "or set BATCHSERVE_WEIGHTS=random for an offline trial."
+    )
 
 
 def preprocess_spec(entry: Weights) -> PreprocessSpec:

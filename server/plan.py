@@ -18,7 +18,7 @@ from typing import Final
 
 import torch
 
-from server.config import Settings
+from server.config import Settings, model_source
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,21 @@ def cpu_has_fast_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
-def resolve_precision(setting: str, device: torch.device, engine: str = "torch") -> str:
+def resolve_precision(
+    setting: str, device: torch.device, engine: str = "torch", source: str = "torchvision"
+) -> str:
     """``auto``: bf16 (fp16 on old GPUs) on CUDA, bf16 on CPUs with AMX/AVX-512 BF16, else fp32.
 
     ``auto`` never picks int8: it changes answers, so it is the user's choice.
+    Model files run in fp32 on the torch engine (their graphs may fix dtypes).
     """
+    if engine == "torch" and source != "torchvision":
+        if setting not in {"auto", "fp32"}:
+            raise DeviceError(
+                f"BATCHSERVE_PRECISION={setting}: model files run in fp32 on the torch engine; "
+                "use BATCHSERVE_ENGINE=openvino (CPU) for bf16 or int8, or a torchvision model"
+            )
+        return "fp32"
     if setting == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -74,8 +84,24 @@ def has_cxx_compiler() -> bool:
     return any(shutil.which(name) for name in names if name)
 
 
-def resolve_compile(setting: str, device: torch.device, precision: str) -> bool:
-    """``auto`` compiles where it was measured to pay off: bf16 on the CPU, given a compiler."""
+def resolve_compile(
+    setting: str,
+    device: torch.device,
+    precision: str,
+    engine: str = "torch",
+    source: str = "torchvision",
+) -> bool:
+    """``auto`` compiles where it was measured to pay off: bf16 on the CPU, given a compiler.
+
+    Only the torch engine compiles, and only torchvision models (files come as graphs).
+    """
+    if engine != "torch" or source != "torchvision":
+        if setting == "on":
+            raise DeviceError(
+                f"BATCHSERVE_COMPILE=on compiles torchvision models on the torch engine, not "
+                f"a {source} model on {engine}"
+            )
+        return False
     if setting == "auto":
         wanted = device.type == "cpu" and precision == "bf16"
         if wanted and not has_cxx_compiler():
@@ -118,10 +144,20 @@ def openvino_version() -> str | None:
     return str(openvino.__version__)
 
 
-def resolve_engine(setting: str, device: torch.device) -> str:
-    """``auto``: OpenVINO on the CPU when installed (measured faster there), torch otherwise."""
+def resolve_engine(setting: str, device: torch.device, source: str = "torchvision") -> str:
+    """``auto``: OpenVINO on the CPU when installed (measured faster there), torch otherwise.
+
+    ONNX files run on OpenVINO only.
+    """
     available = openvino_version() is not None
+    if source == "onnx" and setting == "torch":
+        raise DeviceError(
+            "BATCHSERVE_ENGINE=torch cannot run an ONNX file: use BATCHSERVE_ENGINE=openvino "
+            "(or auto) on the CPU, or export the model as TorchScript or .pt2"
+        )
     if setting == "auto":
+        if source == "onnx":
+            return resolve_engine("openvino", device, source)
         return "openvino" if device.type == "cpu" and available else "torch"
     if setting == "openvino":
         if device.type != "cpu":
@@ -181,11 +217,10 @@ class RuntimePlan:
 def resolve_plan(settings: Settings) -> RuntimePlan:
     """The plan for ``settings`` on this machine; DeviceError when it cannot work here."""
     device = resolve_device(settings.device)
-    engine = resolve_engine(settings.engine, device)
-    precision = resolve_precision(settings.precision, device, engine)
-    compiled = engine == "torch" and resolve_compile(settings.compile, device, precision)
-    if engine != "torch" and settings.compile == "on":
-        raise DeviceError(f"BATCHSERVE_COMPILE=on compiles the torch engine, not {engine}")
+    source = model_source(settings.model)
+    engine = resolve_engine(settings.engine, device, source)
+    precision = resolve_precision(settings.precision, device, engine, source)
+    compiled = resolve_compile(settings.compile, device, precision, engine, source)
     workers = resolve_workers(settings.workers, device)
     cpu, flags = cpu_features()
     return RuntimePlan(

@@ -18,6 +18,23 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from server.image_errors import (
+    ImageError,
+    ImageTooLargeError,
+    InvalidImageError,
+    UnsupportedImageFormatError,
+)
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "ImageError",
+    "ImageTooLargeError",
+    "InvalidImageError",
+    "PreprocessSpec",
+    "UnsupportedImageFormatError",
+    "preprocess",
+]
+
 #: Formats the server accepts, by Pillow's format name.
 ALLOWED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 #: Transparent images are composited on this background (white, as a browser shows them).
@@ -38,22 +55,6 @@ _RESAMPLE: Final = {
 # quote its own number, so it is switched off for the process; its warning too.
 Image.MAX_IMAGE_PIXELS = None
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-
-class ImageError(Exception):
-    """The upload cannot be turned into a model input."""
-
-
-class InvalidImageError(ImageError):
-    """The bytes are not a decodable image (corrupt, truncated, not an image)."""
-
-
-class UnsupportedImageFormatError(ImageError):
-    """The image is decodable but its format or mode is not served."""
-
-
-class ImageTooLargeError(ImageError):
-    """The image has more pixels than allowed; refused from its header, before decoding."""
 
 
 @dataclass(frozen=True, slots=True)

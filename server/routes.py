@@ -1,30 +1,55 @@
-"""The HTTP endpoints. Handlers stay thin: the service does the work, errors.py maps failures."""
+"""The HTTP endpoints. Handlers stay thin: the model units do the work, errors.py maps failures.
+
+The web layer imports neither torch nor Pillow: the registry, its units and
+the describer of models arrive through ``app.state`` (see app.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import math
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from batcher import BatcherError
-from server import preprocess
-from server.engines import MAX_TOP_K
-from server.errors import ApiError, ErrorCode, from_batcher_error, from_image_error, respond
-from server.info import describe
+from server.config import MAX_TOP_K
+from server.errors import ApiError, ErrorCode, respond
+from server.progress import Progress
 from server.ratelimit import ClientRateLimiter
 from server.schemas import (
     InfoResponse,
+    ModelInfo,
+    ModelsResponse,
+    ModelSummary,
     Prediction,
     PredictResponse,
     StatusResponse,
     Timing,
     error_responses,
 )
-from server.service import Classification, ClassificationService, Progress
 from server.upload import FIELD, cancel_on_disconnect, read_image_bytes
+
+if TYPE_CHECKING:
+    from server.registry import ModelRegistry
+    from server.unit import Classification, ModelUnit
+
+
+class Describer(Protocol):
+    """What describes the served models (server.info, which imports torch)."""
+
+    def describe(self, unit: ModelUnit) -> ModelInfo | None:
+        """One model's description; None before it is loaded."""
+        ...
+
+    def summaries(self, registry: ModelRegistry) -> list[ModelSummary]:
+        """Every model, one line each."""
+        ...
+
+    def info(self, registry: ModelRegistry) -> InfoResponse | None:
+        """The default model's description and the list of models."""
+        ...
+
 
 #: The API proper: behind the API keys when they are set.
 router = APIRouter()
@@ -55,28 +80,35 @@ _MULTIPART_BODY: Final[dict[str, Any]] = {
 }
 
 
-def _service(request: Request) -> ClassificationService:
-    service: ClassificationService = request.app.state.service
-    return service
+def _registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
 
 
-def _ensure_accepting(service: ClassificationService) -> None:
-    if not service.ready:
-        raise ApiError(ErrorCode.NOT_READY, _not_ready_reason(service))
-    stats = service.batcher.statistics()
+def _describer(request: Request) -> Describer:
+    describer: Describer = request.app.state.describer
+    return describer
+
+
+def _unit(request: Request, name: str) -> ModelUnit:
+    """The unit serving ``name``; 404 ``model_not_found`` naming the served ones."""
+    registry = _registry(request)
+    unit = registry.get(name)
+    if unit is None:
+        raise ApiError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"no model named {name[:64]!r}; served: {', '.join(registry.names)}",
+        )
+    return unit
+
+
+def _ensure_accepting(unit: ModelUnit) -> None:
+    if not unit.ready:
+        raise ApiError(ErrorCode.NOT_READY, unit.not_ready_reason)
+    stats = unit.batcher.statistics()
     # Refuse before reading and decoding the body: a full queue would refuse it anyway.
     if stats.queue_depth >= stats.max_queue_size:
         raise ApiError(ErrorCode.OVERLOADED, "the server is at capacity; retry shortly")
-
-
-def _not_ready_reason(service: ClassificationService) -> str:
-    if service.failure:
-        return service.failure
-    if service.draining:
-        return "the server is shutting down"
-    if service.warm:
-        return "the batcher stopped after a fatal error; restart the server"
-    return "the model is loading or warming up"
 
 
 REQUEST_TIMEOUT_HEADER: Final = "X-Request-Timeout"
@@ -107,38 +139,49 @@ def _request_timeout(request: Request, limit_s: float) -> float:
     return min(value, limit_s)
 
 
-@router.post(
-    "/predict",
-    response_model=PredictResponse,
-    summary="Classify one image",
-    responses=error_responses(400, 401, 408, 413, 415, 422, 429, 431, 500, 503, 504),
-    openapi_extra={**_MULTIPART_BODY, "parameters": [_REQUEST_TIMEOUT_PARAMETER]},
-)
-async def predict(
-    request: Request,
-    top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many classes")] = 5,
-) -> PredictResponse:
-    """Upload one image (multipart field ``file``); get its top-k classes."""
-    service = _service(request)
+_PREDICT_DOCS: Final[dict[str, Any]] = {
+    "response_model": PredictResponse,
+    "responses": error_responses(400, 401, 404, 408, 413, 415, 422, 429, 431, 500, 503, 504),
+    "openapi_extra": {**_MULTIPART_BODY, "parameters": [_REQUEST_TIMEOUT_PARAMETER]},
+}
+TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many classes")]
+ModelName = Annotated[str, Path(description="A served model's name (GET /models)")]
+
+
+@router.post("/predict", summary="Classify one image", **_PREDICT_DOCS)
+async def predict(request: Request, top_k: TopK = 5) -> PredictResponse:
+    """Upload one image (multipart field ``file``); get its top-k classes from the default model."""
+    return await _predict(request, _registry(request).default, top_k)
+
+
+@router.post("/models/{name}/predict", summary="Classify one image with a model", **_PREDICT_DOCS)
+async def predict_with(request: Request, name: ModelName, top_k: TopK = 5) -> PredictResponse:
+    """The /predict contract, on the model ``name``; 404 ``model_not_found`` if none."""
+    return await _predict(request, _unit(request, name), top_k)
+
+
+async def _predict(request: Request, unit: ModelUnit, top_k: int) -> PredictResponse:
+    request.state.model = unit.name
     limiter: ClientRateLimiter | None = request.app.state.limiter
     if limiter is not None:
         await limiter.check(request)
-    settings = service.settings
+    settings = unit.settings
     timeout_s = _request_timeout(request, settings.request_timeout_s)
-    _ensure_accepting(service)
+    _ensure_accepting(unit)
     arrived_at: float = request.state.arrived_at
     read_by = arrived_at + settings.body_timeout_s
     data = await _read_body(request, settings.max_upload_bytes, read_by)
-    deadline = arrived_at + timeout_s
     progress = Progress()
-    work = service.classify(data, arrived_at, deadline, progress)
-    try:
-        result = await cancel_on_disconnect(request, work, progress)
-    except preprocess.ImageError as exc:
-        raise from_image_error(exc) from exc
-    except BatcherError as exc:
-        raise from_batcher_error(exc) from exc
-    return _answer(request, service, result, top_k)
+    work = unit.classify(data, arrived_at, arrived_at + timeout_s, progress)
+    # Image and batcher errors pass through to errors.py's handlers.
+    result = await cancel_on_disconnect(request, work, progress)
+    unit.metrics.count_images(_endpoint(request), 1)
+    return _answer(request, unit, result, top_k)
+
+
+def _endpoint(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", request.url.path))
 
 
 async def _read_body(request: Request, max_bytes: int, read_by: float) -> bytes:
@@ -157,10 +200,10 @@ async def _read_body(request: Request, max_bytes: int, read_by: float) -> bytes:
 
 
 def _answer(
-    request: Request, service: ClassificationService, result: Classification, top_k: int
+    request: Request, unit: ModelUnit, result: Classification, top_k: int
 ) -> PredictResponse:
-    assert service.model is not None
-    categories = service.model.categories
+    assert unit.model is not None
+    categories = unit.model.categories
     predictions = [
         Prediction(index=i, label=categories[i], probability=p) for i, p in result.row.top[:top_k]
     ]
@@ -173,8 +216,8 @@ def _answer(
     )
     return PredictResponse(
         predictions=predictions,
-        model=service.model.name,
-        weights=service.describe_weights(),
+        model=unit.name,
+        weights=unit.describe_weights(),
         batch_size=result.row.batch_size,
         timing_ms=timing,
         request_id=request.state.request_id,
@@ -191,25 +234,46 @@ async def health() -> StatusResponse:
     "/ready", response_model=StatusResponse, summary="Readiness", responses=error_responses(503)
 )
 async def ready(request: Request) -> StatusResponse | JSONResponse:
-    """200 once the model is loaded and warmed up; 503 before that and while draining."""
-    service = _service(request)
-    if not service.ready:
-        return respond(request, ApiError(ErrorCode.NOT_READY, _not_ready_reason(service)))
+    """200 once every model is loaded and warmed up; 503 before that and while draining."""
+    registry = _registry(request)
+    if not registry.ready:
+        return respond(request, ApiError(ErrorCode.NOT_READY, registry.not_ready_reason))
     return StatusResponse(status="ready")
 
 
 @router.get(
     "/info",
     response_model=InfoResponse,
-    summary="Model and settings",
+    summary="The default model and the list of models",
     responses=error_responses(401, 503),
 )
 async def info(request: Request) -> InfoResponse:
-    """The served model, its preprocessing, device, precision, batching settings and versions."""
-    service = _service(request)
-    if service.model is None:
+    """The default model: preprocessing, device, precision, batching and versions; every model."""
+    answer = _describer(request).info(_registry(request))
+    if answer is None:
         raise ApiError(ErrorCode.NOT_READY, "the model is not loaded yet")
-    return describe(service, service.model)
+    return answer
+
+
+@router.get("/models", response_model=ModelsResponse, summary="The served models",
+            responses=error_responses(401))  # fmt: skip
+async def models(request: Request) -> ModelsResponse:
+    """Each served model: name, readiness, engine, precision and number of classes."""
+    return ModelsResponse(models=_describer(request).summaries(_registry(request)))
+
+
+@router.get(
+    "/models/{name}",
+    response_model=ModelInfo,
+    summary="One model",
+    responses=error_responses(401, 404, 503),
+)
+async def model(request: Request, name: ModelName) -> ModelInfo:
+    """The model ``name``, described as /info describes the default one."""
+    answer = _describer(request).describe(_unit(request, name))
+    if answer is None:
+        raise ApiError(ErrorCode.NOT_READY, f"the model {name} is not loaded yet")
+    return answer
 
 
 @telemetry.get(
@@ -220,5 +284,5 @@ async def info(request: Request) -> InfoResponse:
 )
 async def metrics(request: Request) -> Response:
     """Every ``batchserve_*`` metric plus process metrics, in Prometheus text format."""
-    body, content_type = _service(request).metrics.exposition(request.headers.get("accept", ""))
+    body, content_type = request.app.state.metrics.exposition(request.headers.get("accept", ""))
     return Response(body, media_type=content_type)

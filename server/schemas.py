@@ -95,10 +95,32 @@ class PlanInfo(BaseModel):
     threads_per_worker: int
 
 
-class InfoResponse(BaseModel):
-    """The answer to ``GET /info``."""
+class ModelSummary(BaseModel):
+    """One served model, as ``GET /models`` lists it."""
 
-    model: str
+    name: str = Field(examples=["resnet50"])
+    ready: bool
+    default: bool = Field(description="The model POST /predict serves")
+    engine: str = Field(examples=["openvino"])
+    precision: str = Field(examples=["bf16"])
+    classes: int = Field(description="How many classes it scores", examples=[1000])
+
+
+class ModelsResponse(BaseModel):
+    """The answer to ``GET /models``."""
+
+    models: list[ModelSummary]
+
+
+class ModelInfo(BaseModel):
+    """One model: what it is, how it runs and how its inputs are prepared."""
+
+    model: str = Field(description="The served name")
+    source: str = Field(description="torchvision, torchscript, exported (.pt2) or onnx")
+    file: str | None = Field(description="The model file, or the weights file; None for random")
+    file_sha256: str | None = Field(description="SHA-256 of that file (logged at startup too)")
+    labels: str = Field(description="Where labels come from: imagenet, a file, or generated")
+    output: str = Field(description="logits (softmax applied) or probabilities")
     weights: str
     random_weights: bool = Field(description="True when predictions are meaningless")
     num_classes: int
@@ -116,6 +138,12 @@ class InfoResponse(BaseModel):
     int8_fidelity: FidelityInfo | None = Field(
         default=None, description="With precision int8: how it compares with fp32"
     )
+
+
+class InfoResponse(ModelInfo):
+    """The answer to ``GET /info``: the default model, and the list of every served model."""
+
+    models: list[ModelSummary]
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -20,23 +20,23 @@ from server.config import Settings
 from server.errors import ErrorCode
 from server.http_head import bounded_protocol
 from server.metrics import Metrics
-from server.service import ClassificationService
+from server.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
-    """A uvicorn server that tells the service to drain as soon as it is asked to exit."""
+    """A uvicorn server that tells every model to drain as soon as it is asked to exit."""
 
-    def __init__(self, config: uvicorn.Config, service: ClassificationService) -> None:
+    def __init__(self, config: uvicorn.Config, registry: ModelRegistry) -> None:
         super().__init__(config)
-        self.service = service
+        self.registry = registry
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Stop accepting work at once, then let uvicorn finish the requests in flight."""
-        if not self.service.draining:
+        if not self.registry.draining:
             logger.info("signal %d: not ready; finishing the requests in flight", sig)
-            self.service.begin_drain()
+            self.registry.begin_drain()
         super().handle_exit(sig, frame)
 
 
@@ -67,4 +67,4 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
 
 def serve(app: FastAPI, settings: Settings) -> None:
     """Serve ``app`` until a signal, then drain within ``BATCHSERVE_SHUTDOWN_TIMEOUT_S``."""
-    DrainingServer(uvicorn_config(app, settings), app.state.service).run()
+    DrainingServer(uvicorn_config(app, settings), app.state.registry).run()

@@ -11,7 +11,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from server.errors import ApiError, ClientDisconnectedError, DisconnectStage, ErrorCode
-from server.service import Progress
+from server.progress import Progress
 
 T = TypeVar("T")
 

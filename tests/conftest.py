@@ -15,14 +15,18 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
+import torchvision
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.config import Settings
-from server.service import ClassificationService
+from server.registry import ModelRegistry
 from server.serving import DrainingServer, uvicorn_config
+from server.unit import ModelUnit
+from tests.exports import export
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = ("cat.jpg", "cat_cmyk.jpg", "coffee.webp", "camera_gray.png", "horse_rgba.png",
@@ -77,9 +81,14 @@ class RunningServer:
     thread: threading.Thread
 
     @property
-    def service(self) -> ClassificationService:
-        service: ClassificationService = self.app.state.service
-        return service
+    def registry(self) -> ModelRegistry:
+        registry: ModelRegistry = self.app.state.registry
+        return registry
+
+    @property
+    def service(self) -> ModelUnit:
+        """The default model's unit."""
+        return self.registry.default
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 60), **kwargs)
@@ -112,8 +121,8 @@ def start_server(app: FastAPI, *, wait_ready: bool = True) -> RunningServer:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    service: ClassificationService = app.state.service
-    server = DrainingServer(uvicorn_config(app, service.settings, lifespan="on"), service)
+    registry: ModelRegistry = app.state.registry
+    server = DrainingServer(uvicorn_config(app, registry.settings, lifespan="on"), registry)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
     running = RunningServer(app, f"http://127.0.0.1:{port}", server, thread)
@@ -159,3 +168,27 @@ def guarded_server() -> Iterator[RunningServer]:
 def api(resnet_server: RunningServer) -> Iterator[httpx.Client]:
     with resnet_server.client() as client:
         yield client
+
+
+def tiny_classifier(classes: int = 12) -> torch.nn.Module:
+    """ResNet-18 with ``classes`` outputs and seeded random weights.
+
+    Small enough to export in seconds, and unlike the mobile networks its random
+    initialisation gives distinct answers (theirs fade to uniform probabilities).
+    """
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=classes).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny (ResNet-18) 12-class classifier as model.ts, .pt2 and .onnx (224x224 input)."""
+    return export(tiny_classifier(), tmp_path_factory.mktemp("tiny"), 224)
+
+
+@pytest.fixture(scope="session")
+def effnet_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The pretrained EfficientNet-Lite1 (ImageNet) as model.ts, model.pt2 and model.onnx."""
+    from loadtest.int8_fidelity import efficientnet_lite1_module
+
+    return export(efficientnet_lite1_module(), tmp_path_factory.mktemp("effnet"), 240)

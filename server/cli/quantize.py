@@ -18,10 +18,10 @@ from typing import Any
 from server.cli.serve import EXIT_CONFIG, STARTUP_ERRORS
 from server.cli.settings import SETTINGS_EPILOG, add_settings_options, settings_from
 from server.config import SettingsError
+from server.loading import download_weights
 from server.logs import configure_logging
-from server.model import ensure_weights, resolve_weights
 from server.plan import resolve_plan
-from server.service import prepare_in_compute_thread
+from server.unit import prepare_in_compute_thread
 
 logger = logging.getLogger("batchserve")
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         # stdout carries only the JSON report: NNCF's progress bars go to stderr.
         with contextlib.redirect_stdout(sys.stderr):
             plan = resolve_plan(settings)
-            ensure_weights(resolve_weights(settings.model, settings.weights))  # Ctrl-C stops it
+            download_weights(settings)  # in the main thread: Ctrl-C stops it
             built = prepare_in_compute_thread(settings, plan).built
     except STARTUP_ERRORS as exc:
         logger.error("cannot quantize: %s", exc)

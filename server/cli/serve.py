@@ -13,11 +13,14 @@ from server.cli.interrupt import Interrupted
 from server.cli.settings import SETTINGS_EPILOG, add_settings_options, settings_from
 from server.config import Settings, SettingsError, unknown_variables, variable_names
 from server.engines.errors import CalibrationError, Int8FidelityError
+from server.loading import download_weights
 from server.logs import configure_logging
-from server.model import ModelLoadError, ensure_weights, resolve_weights
-from server.plan import DeviceError, RuntimePlan, resolve_plan
-from server.service import Prepared, prepare_in_compute_thread
+from server.model import ModelLoadError
+from server.plan import DeviceError, resolve_plan
+from server.registry import ModelPlan
+from server.repository import ModelSpec, default_model, model_specs
 from server.serving import serve
+from server.unit import prepare_in_compute_thread
 
 logger = logging.getLogger("batchserve")
 
@@ -41,18 +44,29 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def preflight(settings: Settings) -> tuple[RuntimePlan, Prepared]:
-    """Everything that can fail before binding the port: the plan, the weights, the engine.
+def preflight(settings: Settings) -> list[ModelPlan]:
+    """Everything that can fail before binding the port, for every model: plans, weights, engines.
 
-    Conversion, quantization and int8's fidelity check all happen here, so a
-    problem stops the start with exit status 2 and a message, never a server
-    that is up but never ready.
+    Loading, conversion, quantization and int8's fidelity check all happen here,
+    so a problem stops the start with exit status 2 and a message naming the
+    model, never a server that is up but never ready.
     """
-    plan = resolve_plan(settings)
-    logger.info("runtime plan: %s", plan.describe())
-    # The download in this (the main) thread: a Ctrl-C during it stops it at once.
-    ensure_weights(resolve_weights(settings.model, settings.weights))
-    return plan, prepare_in_compute_thread(settings, plan)
+    specs = model_specs(settings)
+    default_model(settings, [spec.name for spec in specs])
+    return [_prepare(spec, several=len(specs) > 1) for spec in specs]
+
+
+def _prepare(spec: ModelSpec, *, several: bool) -> ModelPlan:
+    try:
+        plan = resolve_plan(spec.settings)
+        logger.info("model %s: runtime plan: %s", spec.name, plan.describe())
+        # The download in this (the main) thread: a Ctrl-C during it stops it at once.
+        download_weights(spec.settings)
+        return ModelPlan(spec, plan, prepare_in_compute_thread(spec.settings, plan))
+    except STARTUP_ERRORS as exc:
+        if not several:
+            raise
+        raise type(exc)(f"model {spec.name}: {exc}") from exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,11 +80,11 @@ def run(args: argparse.Namespace) -> int:
     for warning in unknown_variables(variable_names()):
         logger.warning(warning)
     try:
-        plan, prepared = preflight(settings)
+        models = preflight(settings)
     except STARTUP_ERRORS as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_CONFIG
     # uvicorn drains, then raises the signal that stopped it again: then all is done.
     with contextlib.suppress(Interrupted):
-        serve(create_app(settings, plan=plan, prepared=prepared), settings)
+        serve(create_app(settings, models=models), settings)
     return 0

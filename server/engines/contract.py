@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Protocol
 
 import torch
 
+from server.config import MAX_TOP_K
 from server.model import LoadedModel
 
-#: The largest ``top_k`` a request may ask for.
-MAX_TOP_K: Final = 20
+__all__ = ["MAX_TOP_K", "BuiltEngine", "Engine", "Row", "rows_from_logits"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +63,13 @@ class BuiltEngine:
 
 
 def rows_from_logits(
-    logits: torch.Tensor, batch_size: int, top_k: int, elapsed_s: float
+    logits: torch.Tensor, batch_size: int, top_k: int, elapsed_s: float, *, softmax: bool = True
 ) -> list[Row]:
-    """Softmax and top-k of a ``batch x classes`` tensor, copied to the host once per batch."""
-    probabilities = logits.float().softmax(dim=1)
+    """Softmax and top-k of a ``batch x classes`` tensor, copied to the host once per batch.
+
+    ``softmax=False`` for a model whose output already is probabilities.
+    """
+    probabilities = logits.float().softmax(dim=1) if softmax else logits.float()
     values, indices = probabilities.topk(top_k, dim=1)
     pairs = torch.stack([indices.to(torch.float64), values.to(torch.float64)], dim=2)
     host = pairs.cpu().tolist()

@@ -24,7 +24,7 @@ from server.config import Settings
 from server.engines import calibration, int8
 from server.engines.contract import MAX_TOP_K, BuiltEngine, Row, rows_from_logits
 from server.engines.int8_cache import Int8Cache, cache_key
-from server.model import LoadedModel, weights_identity
+from server.model import LoadedModel, ModelLoadError
 from server.plan import RuntimePlan
 
 logger = logging.getLogger(__name__)
@@ -38,18 +38,37 @@ _MAX_BATCH: Final = 1024
 def convert(model: LoadedModel) -> ov.Model:
     """The model in OpenVINO's representation, batch dimension dynamic, weights in fp32.
 
-    Through ``torch.export`` (OpenVINO's own tracing path uses the deprecated
-    ``torch.jit.trace``), then the spatial size fixed to the crop size.
+    torchvision models go through ``torch.export`` (OpenVINO's own tracing path
+    uses the deprecated ``torch.jit.trace``); ``.pt2`` archives are already
+    exported; TorchScript is converted from its graph and ONNX read from its
+    file. Then the spatial size is fixed to the crop size.
     """
     crop = model.preprocess.crop_size
+    converted = _read(model, crop)
+    try:
+        converted.reshape({converted.inputs[0]: ov.PartialShape([-1, 3, crop, crop])})
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{model.weights_label}: OpenVINO cannot give it a dynamic batch of {crop}x{crop} "
+            f"images: {exc}"
+        ) from exc
+    return converted
+
+
+def _read(model: LoadedModel, crop: int) -> ov.Model:
+    if model.source == "onnx":
+        return ov.Core().read_model(str(model.path))
+    if model.source == "exported":
+        return ov.convert_model(model.exported)
+    assert model.module is not None
+    if model.source == "torchscript":
+        return ov.convert_model(model.module, example_input=torch.zeros(1, 3, crop, crop))
     batch = torch.export.Dim("batch", min=1, max=_MAX_BATCH)
     module = model.module.float().eval()
     exported = torch.export.export(
         module, (torch.zeros(2, 3, crop, crop),), dynamic_shapes=({0: batch},)
     )
-    converted = ov.convert_model(exported)
-    converted.reshape({converted.inputs[0]: ov.PartialShape([-1, 3, crop, crop])})
-    return converted
+    return ov.convert_model(exported)
 
 
 def compile_for_cpu(
@@ -74,6 +93,7 @@ class OpenVinoEngine:
         self.precision = precision
         self._compiled = compiled
         self._top_k = min(MAX_TOP_K, model.num_classes)
+        self._softmax = model.output == "logits"
         self._local = threading.local()
 
     @property
@@ -98,7 +118,7 @@ class OpenVinoEngine:
         started = time.perf_counter()
         logits = self.logits(batch)
         elapsed = time.perf_counter() - started
-        return rows_from_logits(logits, len(batch), self._top_k, elapsed)
+        return rows_from_logits(logits, len(batch), self._top_k, elapsed, softmax=self._softmax)
 
     def warm_up(self, max_batch_size: int) -> None:
         """Every batch size once: OpenVINO prepares kernels for each new input shape."""
@@ -129,7 +149,8 @@ def int8_model(
     _, fingerprint = calibration.identify(settings.calibration_dir)
     parts = {
         "model": model.name,
-        "weights": weights_identity(model.weights),
+        "weights": model.identity,
+        "source": model.source,
         "preprocess": repr(model.preprocess),
         "calibration": fingerprint,
         "openvino": str(ov.__version__),
@@ -145,7 +166,7 @@ def int8_model(
         made_by = {**parts, "nncf": int8.nncf_version() or "unknown"}
         if (entry := cache.store(key, quantized, report, made_by)) is not None:
             logger.info("int8 model cached in %s", entry)
-    int8.check(report, settings.int8_min_agreement, model.weights.source == "random")
+    int8.check(report, settings.int8_min_agreement, model.random_weights)
     return quantized, report, entry
 
 

@@ -64,8 +64,13 @@ class TorchEngine:
         self.compiled = compiled
         self._dtype = _DTYPES[precision]
         self._top_k = min(MAX_TOP_K, model.num_classes)
+        self._softmax = model.output == "logits"
+        if model.module is None:
+            raise ValueError(f"the torch engine cannot run a {model.source} model")
         module = model.module.to(device=device, dtype=self._dtype)
-        self._module = module.to(memory_format=torch.channels_last)
+        if model.source == "torchvision":  # files keep the memory format they were made for
+            module = module.to(memory_format=torch.channels_last)
+        self._module = module
         self.buckets = batch_buckets(max_batch_size) if compiled else None
         self._local = threading.local()
         if compiled and self.buckets is not None:
@@ -118,7 +123,7 @@ class TorchEngine:
         started = time.perf_counter()
         with torch.inference_mode(), self._stream():
             logits = self._module(self._assemble(batch))[: len(batch)]
-            rows = rows_from_logits(logits, len(batch), self._top_k, 0.0)
+            rows = rows_from_logits(logits, len(batch), self._top_k, 0.0, softmax=self._softmax)
         elapsed = time.perf_counter() - started
         return [Row(row.top, row.batch_size, elapsed) for row in rows]
 

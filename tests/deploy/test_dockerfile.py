@@ -73,3 +73,17 @@ def test_the_build_context_leaves_out_the_venv_git_tests_and_caches() -> None:
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     for entry in (".git", ".venv", "tests", "**/__pycache__", ".pytest_cache", "results", ".env"):
         assert entry in ignored, entry
+
+
+def test_the_images_torch_is_the_torch_the_tests_ran_on() -> None:
+    """A .pt2 exported with the tested torch must load in the image, and back: same versions."""
+    import torch
+    import torchvision
+
+    tested = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    for variant in ("cpu", "cuda"):
+        text = (ROOT / "requirements" / f"runtime-{variant}.txt").read_text()
+        for name, version in tested.items():
+            pinned = re.search(rf"^{name}==([^\s+]+)", text, re.MULTILINE)
+            assert pinned, (variant, name)
+            assert pinned.group(1) == version.split("+")[0], (variant, name, pinned.group(1))

@@ -128,3 +128,9 @@ def test_the_queue_depth_target_is_two_batches_of_the_gpu_overlay(tmp_path: Path
     hpa = yaml.safe_load((KUBE / "extras" / "hpa-queue-depth.yaml").read_text())
     target = hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"]
     assert int(target) == 2 * batch
+
+
+def test_the_queue_depth_rule_sums_a_pods_models() -> None:
+    """With a model repository a pod exports one queue depth per model: the pod's is their sum."""
+    text = (KUBE / "extras" / "hpa-queue-depth.yaml").read_text()
+    assert "metricsQuery: 'sum by (<<.GroupBy>>) (avg_over_time(<<.Series>>" in text

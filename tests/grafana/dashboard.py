@@ -31,10 +31,11 @@ def metric_names(expr: str) -> set[str]:
     return {w for w in words if w not in _FUNCTIONS and "_" in w}
 
 
-def concrete(expr: str, job: str, rate_interval: str) -> str:
+def concrete(expr: str, job: str, rate_interval: str, model: str = ".*") -> str:
     """The expression Grafana would send with the variables set."""
     return (
         expr.replace("$__rate_interval", rate_interval)
         .replace("$job", job)
         .replace("$instance", ".*")
+        .replace("$model", model)
     )

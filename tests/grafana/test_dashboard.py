@@ -19,13 +19,15 @@ def test_the_dashboard_is_editable_with_a_fixed_uid_and_job_instance_variables()
     assert dashboard["uid"] == "batchserve-overview"
     assert dashboard["editable"] is True
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert {"datasource", "job", "instance"} <= set(variables)
+    assert {"datasource", "job", "instance", "model"} <= set(variables)
+    assert variables["model"]["includeAll"]
+    assert variables["model"]["multi"]
     assert variables["instance"]["includeAll"]
     assert variables["job"]["includeAll"]
 
 
 def test_every_required_panel_is_there_with_queries_and_a_unit() -> None:
-    panels = {p["title"].split(" (/predict)")[0]: p for p in load()["panels"]}
+    panels = {p["title"].split(" (predict endpoints)")[0]: p for p in load()["panels"]}
     for title in REQUIRED_PANELS:
         assert title in panels, title
     for panel in load()["panels"]:
@@ -58,3 +60,23 @@ def test_the_queries_name_only_batchserve_and_process_metrics() -> None:
     names = {name for _, expr in queries(load()) for name in metric_names(expr)}
     assert names
     assert all(n.startswith(("batchserve_", "process_")) for n in names), names
+
+
+def test_request_queries_cover_every_predict_endpoint_and_filter_the_model() -> None:
+    """Not just /predict: /models/{name}/predict (and any later predict endpoint) too."""
+    for title, expr in queries(load()):
+        assert 'endpoint="/predict"' not in expr, title
+        for match in re.finditer(r"(batchserve_\w+)\{([^}]*)\}", expr):
+            name, selector = match.groups()
+            if name.startswith("batchserve_request"):
+                assert 'endpoint=~".*predict.*"' in selector, title
+            if name not in ("batchserve_errors_total", "batchserve_inflight_requests"):
+                assert 'model=~"$model"' in selector, (title, name)
+
+
+def test_predict_endpoint_filter_matches_every_predict_route() -> None:
+    from server.app import ENDPOINTS
+
+    predict = [e for e in ENDPOINTS if re.fullmatch(".*predict.*", e)]
+    assert {"/predict", "/models/{name}/predict"} <= set(predict)
+    assert not [e for e in ENDPOINTS if e not in predict and "predict" in e]

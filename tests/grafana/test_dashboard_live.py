@@ -90,15 +90,16 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     _traffic(resnet_server, seconds=10)
     time.sleep(2)  # one more scrape after the last request
     empty = []
+    model = resnet_server.service.name  # the model variable set to the served model
     for title, expr in queries(load()):
-        result = _query(prometheus, concrete(expr, JOB, rate_interval="30s"))
+        result = _query(prometheus, concrete(expr, JOB, rate_interval="30s", model=model))
         values = [float(s["value"][1]) for s in result]
         if not any(math.isfinite(v) for v in values):
             empty.append((title, expr, values))
     assert not empty, empty
 
 
-def test_the_variables_find_the_job_and_the_instance(
+def test_the_variables_find_the_job_the_instance_and_the_model(
     prometheus: str, resnet_server: RunningServer
 ) -> None:
     jobs = httpx.get(
@@ -110,6 +111,11 @@ def test_the_variables_find_the_job_and_the_instance(
         params={"match[]": f'batchserve_model_info{{job=~"{JOB}"}}'},
     ).json()["data"]
     assert instances == [resnet_server.url.removeprefix("http://")]
+    models = httpx.get(
+        f"{prometheus}/api/v1/label/model/values",
+        params={"match[]": f'batchserve_model_info{{job=~"{JOB}", instance=~".*"}}'},
+    ).json()["data"]
+    assert models == [resnet_server.service.name]
 
 
 def test_every_metric_the_dashboard_names_is_exported(resnet_server: RunningServer) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from server.engines import TorchEngine
-from server.model import load_model, preprocess_spec, resolve_weights
+from server.model import load_model, resolve_weights
 from server.preprocess import preprocess
 from tests.conftest import PHOTOS, photo
 
@@ -23,7 +23,7 @@ BF16_TOLERANCE = 0.08
 def outputs() -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(20261126)
     model = load_model(resolve_weights("resnet50", "random"))
-    spec = preprocess_spec(model.weights.entry)
+    spec = model.preprocess
     images = torch.stack([preprocess(photo(name), spec, 10**8) for name in PHOTOS])
     results = []
     for precision in ("fp32", "bf16"):

@@ -403,7 +403,10 @@ def test_quantize_ahead_of_time_then_serve_int8_from_the_cache(tmp_path: Path) -
     [
         ({"precision": "int8", "calibration_dir": "nowhere"}, "is not a directory"),
         ({"precision": "int8", "engine": "torch"}, "int8 runs on the OpenVINO engine"),
-        ({"engine": "openvino", "compile": "on"}, "compiles the torch engine"),
+        (
+            {"engine": "openvino", "compile": "on"},
+            "compiles torchvision models on the torch engine",
+        ),
     ],
 )
 def test_engine_problems_stop_the_start_with_what_to_do(
@@ -415,3 +418,61 @@ def test_engine_problems_stop_the_start_with_what_to_do(
         [BATCHSERVE], tmp_path, model="mobilenet_v2", weights="random", **settings
     )
     assert message in stderr
+
+
+def _repository(tmp_path: Path, folders: dict[str, dict[str, bytes]]) -> Path:
+    root = tmp_path / "models"
+    for name, files in folders.items():
+        (root / name).mkdir(parents=True)
+        for file, content in files.items():
+            (root / name / file).write_bytes(content)
+    return root
+
+
+def test_model_file_problems_stop_the_start_naming_the_file_or_setting(
+    tmp_path: Path, tiny_files: dict[str, Path]
+) -> None:
+    """Each refused start: exit 2, no traceback, a message naming what is wrong."""
+    state_dict = tmp_path / "weights.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, state_dict)
+    corrupt = tmp_path / "broken.onnx"
+    corrupt.write_bytes(b"\x08\x01garbage" * 64)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("one\ntwo\nthree\n")
+    ts = tiny_files["ts"].read_bytes()
+    twice = _repository(tmp_path / "a", {"twice": {"model.ts": ts, "model.pt": ts}})
+    several = _repository(tmp_path / "b", {"x": {"model.ts": ts}, "y": {"model.ts": ts}})
+    cases: list[tuple[dict[str, str], list[str]]] = [
+        ({"model": str(tiny_files["ts"]), "labels": str(labels)},
+         [str(labels), "has 3 labels but the model outputs 12 classes"]),
+        ({"model": str(tmp_path / "model.h5")}, ["model.h5", "unknown model file type"]),
+        ({"model": str(tmp_path / "absent.pt2")}, ["absent.pt2", "no such file"]),
+        ({"model": str(corrupt)}, [str(corrupt), "not a readable ONNX model"]),
+        ({"model": str(state_dict)}, [str(state_dict), "is a state_dict, not TorchScript"]),
+        ({"model_repository": str(twice)},
+         ["model twice", "several model files (model.ts, model.pt)"]),
+        ({"model_repository": str(several)},
+         ["several models are served (x, y)", "BATCHSERVE_DEFAULT_MODEL"]),
+    ]  # fmt: skip
+    (tmp_path / "model.h5").write_bytes(b"x")
+    with ThreadPoolExecutor(2) as pool:
+        errors = list(
+            pool.map(lambda case: _refused_start([BATCHSERVE], tmp_path, **case[0]), cases)
+        )
+    for (settings, expected), stderr in zip(cases, errors, strict=True):
+        for text in expected:
+            assert text in stderr, (settings, stderr)
+
+
+def test_a_model_that_fails_to_load_in_a_repository_is_named(
+    tmp_path: Path, tiny_files: dict[str, Path]
+) -> None:
+    root = _repository(
+        tmp_path,
+        {"good": {"model.ts": tiny_files["ts"].read_bytes()}, "bad": {"model.pt2": b"junk"}},
+    )
+    stderr = _refused_start(
+        [BATCHSERVE], tmp_path, model_repository=str(root), default_model="good"
+    )
+    assert "model bad:" in stderr
+    assert "model.pt2" in stderr

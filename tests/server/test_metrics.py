@@ -1,4 +1,4 @@
-"""Metrics: names, buckets, initialised series, and the batcher observer adapter."""
+"""Metrics: names, buckets, initialised series, and the per-model batcher observer."""
 
 from __future__ import annotations
 
@@ -11,29 +11,53 @@ def _metrics() -> Metrics:
 
 
 def test_the_batch_size_buckets_are_the_plans() -> None:
-    text = _metrics().exposition("")[0].decode()
+    metrics = _metrics()
+    metrics.for_model("m")
+    text = metrics.exposition("")[0].decode()
     for bucket in ("1.0", "2.0", "4.0", "8.0", "+Inf"):
-        assert f'batchserve_batch_size_bucket{{le="{bucket}"}} 0.0' in text
+        assert f'batchserve_batch_size_bucket{{le="{bucket}",model="m"}} 0.0' in text
     assert 'le="16.0"' not in text
 
 
 def test_labelled_series_exist_from_the_start() -> None:
-    text = _metrics().exposition("")[0].decode()
-    assert 'batchserve_errors_total{code="invalid_image"} 0.0' in text
-    for reason in DropReason:
-        assert f'batchserve_dropped_total{{reason="{reason.value}"}} 0.0' in text
-    assert 'batchserve_request_duration_seconds_count{endpoint="/predict"} 0.0' in text
-
-
-def test_the_observer_hooks_feed_batch_queue_and_drop_metrics() -> None:
     metrics = _metrics()
-    metrics.on_batch(BatchRecord(size=3, queue_waits_s=(0.001, 0.002, 0.003), run_s=0.2, ok=True))
-    metrics.on_drop(DropReason.DEADLINE)
+    metrics.for_model("a")
+    metrics.for_model("b")
     text = metrics.exposition("")[0].decode()
-    assert 'batchserve_batch_size_bucket{le="4.0"} 1.0' in text
-    assert "batchserve_queue_wait_seconds_count 3.0" in text
-    assert "batchserve_inference_duration_seconds_count 1.0" in text
-    assert 'batchserve_dropped_total{reason="deadline"} 1.0' in text
+    assert 'batchserve_errors_total{code="invalid_image"} 0.0' in text
+    for model in ("a", "b"):
+        for reason in DropReason:
+            assert (
+                f'batchserve_dropped_total{{model="{model}",reason="{reason.value}"}} 0.0' in text
+            )
+        assert f'batchserve_preprocess_duration_seconds_count{{model="{model}"}} 0.0' in text
+    assert 'batchserve_request_duration_seconds_count{endpoint="/predict",model=""} 0.0' in text
+
+
+def test_the_observer_hooks_feed_batch_queue_and_drop_metrics_of_their_model_only() -> None:
+    metrics = _metrics()
+    observer, other = metrics.for_model("m"), metrics.for_model("other")
+    observer.on_batch(BatchRecord(size=3, queue_waits_s=(0.001, 0.002, 0.003), run_s=0.2, ok=True))
+    observer.on_drop(DropReason.DEADLINE)
+    observer.count_images("/predict", 3)
+    text = metrics.exposition("")[0].decode()
+    assert 'batchserve_batch_size_bucket{le="4.0",model="m"} 1.0' in text
+    assert 'batchserve_queue_wait_seconds_count{model="m"} 3.0' in text
+    assert 'batchserve_inference_duration_seconds_count{model="m"} 1.0' in text
+    assert 'batchserve_dropped_total{model="m",reason="deadline"} 1.0' in text
+    assert 'batchserve_images_total{endpoint="/predict",model="m"} 3.0' in text
+    assert 'batchserve_inference_duration_seconds_count{model="other"} 0.0' in text
+    assert other.model == "other"
+
+
+def test_requests_carry_the_model_they_were_for() -> None:
+    metrics = _metrics()
+    metrics.observe_request("/models/{name}/predict", 200, 0.1, "m")
+    text = metrics.exposition("")[0].decode()
+    assert (
+        'batchserve_requests_total{endpoint="/models/{name}/predict",model="m",status="200"} 1.0'
+        in text
+    )
 
 
 def test_openmetrics_is_served_when_asked_for() -> None:
@@ -42,7 +66,7 @@ def test_openmetrics_is_served_when_asked_for() -> None:
     assert body.decode().rstrip().endswith("# EOF")
 
 
-def test_model_info_is_one_series_with_value_one() -> None:
+def test_model_info_is_one_series_per_model_with_value_one() -> None:
     metrics = _metrics()
     labels = {
         "model": "m", "weights": "w", "engine": "openvino", "engine_version": "2026.4.1",
@@ -51,5 +75,8 @@ def test_model_info_is_one_series_with_value_one() -> None:
     metrics.set_model_info(**labels)
     metrics.set_model_info(**{**labels, "model": "n"})
     text = metrics.exposition("")[0].decode()
-    assert text.count("batchserve_model_info{") == 1
+    assert text.count("batchserve_model_info{") == 2
     assert 'model="n"' in text
+    assert 'model="m"' in text
+    metrics.clear_model_info()
+    assert "batchserve_model_info{" not in metrics.exposition("")[0].decode()

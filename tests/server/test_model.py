@@ -170,7 +170,8 @@ def test_a_state_dict_file_is_loaded(tmp_path: Path) -> None:
     path = tmp_path / "mine.pth"
     torch.save(original.state_dict(), path)
     loaded = load_model(resolve_weights("mobilenet_v2", str(path)))
-    assert loaded.weights.label == str(path)
+    assert loaded.weights_label == str(path)
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert not loaded.module.training
     for ours, theirs in zip(loaded.module.parameters(), original.parameters(), strict=True):
         assert torch.equal(ours, theirs)

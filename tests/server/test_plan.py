@@ -128,7 +128,7 @@ def test_the_plan_is_resolved_once_from_settings_and_hardware() -> None:
     assert plan.threads_per_worker == max(1, (os.cpu_count() or 1) // 2)
     assert plan.batch_buckets == (1, 2, 4)  # make_settings: batches of up to 4
     assert "openvino on cpu" in plan.describe()
-    with pytest.raises(DeviceError, match="compiles the torch engine"):
+    with pytest.raises(DeviceError, match="compiles torchvision models on the torch engine"):
         resolve_plan(make_settings(engine="openvino", compile="on"))
 
 

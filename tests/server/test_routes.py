@@ -130,9 +130,10 @@ def test_metrics_expose_latency_batch_size_and_queue_depth(api) -> None:
         "batchserve_queue_wait_seconds_bucket",
         "batchserve_inference_duration_seconds_bucket",
         "batchserve_preprocess_duration_seconds_bucket",
-        'batchserve_requests_total{endpoint="/predict",status="200"}',
+        'batchserve_requests_total{endpoint="/predict",model="resnet50",status="200"}',
+        'batchserve_images_total{endpoint="/predict",model="resnet50"}',
         'batchserve_errors_total{code="invalid_image"}',
-        'batchserve_dropped_total{reason="deadline"}',
+        'batchserve_dropped_total{model="resnet50",reason="deadline"}',
         "batchserve_workers_busy",
         'batchserve_model_info{device="cpu"',
         "process_resident_memory_bytes",
@@ -144,7 +145,12 @@ def test_openapi_documents_every_endpoint_the_upload_and_the_errors(api) -> None
     assert api.get("/docs").status_code == 200
     schema = api.get("/openapi.json").json()
     paths = schema["paths"]
-    assert set(paths) >= {"/predict", "/health", "/ready", "/info", "/metrics"}
+    assert set(paths) >= {"/predict", "/health", "/ready", "/info", "/metrics", "/models",
+                          "/models/{name}", "/models/{name}/predict"}  # fmt: skip
+    assert (
+        "multipart/form-data" in paths["/models/{name}/predict"]["post"]["requestBody"]["content"]
+    )
+    assert "404" in paths["/models/{name}/predict"]["post"]["responses"]
     predict = paths["/predict"]["post"]
     assert "multipart/form-data" in predict["requestBody"]["content"]
     assert {"200", "400", "413", "415", "422", "500", "503", "504"} <= set(predict["responses"])

@@ -13,7 +13,7 @@ from server.errors import ErrorCode
 from server.serving import DrainingServer
 from tests.conftest import make_settings, photo, start_server
 from tests.server.test_routes import assert_error
-from tests.server.test_service import GatedEngine
+from tests.server.test_unit import GatedEngine
 
 
 async def _ready_status(app: object) -> httpx.Response:

@@ -72,7 +72,8 @@ def test_a_client_that_leaves_mid_upload_is_499_never_a_server_error(
 ) -> None:
     before = resnet_server.metric("batchserve_client_disconnects_total", stage="upload")
     errors = resnet_server.metric("batchserve_errors_total", code="internal_error")
-    status_499 = {"endpoint": "/predict", "status": "499"}
+    model = resnet_server.service.name
+    status_499 = {"endpoint": "/predict", "status": "499", "model": model}
     closed = resnet_server.metric("batchserve_requests_total", **status_499)
     conn = _trickle(resnet_server, "198.51.100.50")
     time.sleep(0.2)  # the handler is now waiting for the rest of the body
@@ -83,7 +84,7 @@ def test_a_client_that_leaves_mid_upload_is_499_never_a_server_error(
         time.sleep(0.05)
     assert resnet_server.metric("batchserve_client_disconnects_total", stage="upload") == before + 1
     assert resnet_server.metric("batchserve_errors_total", code="internal_error") == errors
-    statuses = {"endpoint": "/predict", "status": "500"}
+    statuses = {"endpoint": "/predict", "status": "500", "model": model}
     assert resnet_server.metric("batchserve_requests_total", **statuses) == 0
 
 

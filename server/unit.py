@@ -1,64 +1,40 @@
-"""The classification service: model, decode pool, batcher and worker pool, with a lifecycle.
+"""One served model: its engine, batcher and inference workers, with a lifecycle.
 
 It adapts the generic :class:`~batcher.MicroBatcher` to the model: items are
 preprocessed tensors, results are :class:`~server.engines.Row` values, and a
-batch runs on a thread of the inference pool so the event loop stays free.
+batch runs on a thread of the unit's inference pool, through the process's
+:class:`~server.compute.ComputeGate`, so the event loop stays free.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
 from batcher import MicroBatcher
-from server import preprocess
+from server import loading, preprocess
+from server.compute import ComputeGate, init_compute_thread, lower_thread_priority
 from server.config import Settings
 from server.engines import BuiltEngine, Engine, Row, build_engine
-from server.metrics import Metrics
-from server.model import LoadedModel, load_model, resolve_weights
+from server.model import LoadedModel
 from server.plan import RuntimePlan, resolve_plan
+from server.progress import Progress
+
+if TYPE_CHECKING:  # the metrics are handed in; prometheus_client is the web layer's
+    from server.metrics import ModelMetrics
 
 logger = logging.getLogger(__name__)
 
-
-#: How much nicer than the event loop the compute threads are (Linux: per thread).
-COMPUTE_NICENESS: Final = 5
-
-
-def lower_thread_priority() -> None:
-    """Make the calling thread (and the OpenMP threads it will spawn) yield to the event loop.
-
-    With every core busy decoding and running the model, the event loop thread
-    would otherwise wait for a time slice, and /health with it. Threads inherit
-    their creator's niceness, so torch's OpenMP team started from an inference
-    thread is lowered too.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        tid = threading.get_native_id()
-        os.setpriority(
-            os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + COMPUTE_NICENESS
-        )
-
-
-def init_compute_thread(threads: int) -> None:
-    """An inference thread: lower priority, and torch's thread count set *in this thread*.
-
-    OpenMP settings are per thread: set only in the event loop's thread, they do
-    not reach the thread that runs the forward pass, which then starts with
-    OpenMP's own default team.
-    """
-    lower_thread_priority()
-    torch.set_num_threads(threads)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -69,22 +45,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and (
         "out of memory" in message or "can't allocate memory" in message
     )
-
-
-class Progress:
-    """Which stage a request is in: ``preprocess``, ``queue`` or ``inference``.
-
-    Set by the service as the request moves on, read by the web layer when its
-    client disconnects (to count where clients give up).
-    """
-
-    __slots__ = ("stage",)
-
-    def __init__(self) -> None:
-        self.stage = "preprocess"
-
-    def __repr__(self) -> str:
-        return f"<Progress {self.stage}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +65,7 @@ class Prepared:
 
 def prepare(settings: Settings, plan: RuntimePlan) -> Prepared:
     """Load the model and build its engine (conversion, int8, compilation): blocking, seconds."""
-    model = load_model(resolve_weights(settings.model, settings.weights))
+    model = loading.load(settings)
     return Prepared(model, build_engine(model, plan, settings))
 
 
@@ -140,48 +100,48 @@ class Classification:
     queue_s: float
 
 
-class ClassificationService:
-    """Owns everything between an uploaded image and its top-k answer."""
+class ModelUnit:
+    """One served model: everything between its preprocessed images and their rows.
+
+    ``settings`` are this model's (a repository's ``config.toml`` applied); the
+    decode pool and the compute gate are the process's, handed in by the
+    :class:`~server.registry.ModelRegistry`.
+    """
 
     def __init__(
         self,
+        name: str,
         settings: Settings,
-        metrics: Metrics,
+        metrics: ModelMetrics,
         plan: RuntimePlan | None = None,
         prepared: Prepared | None = None,
+        gate: ComputeGate | None = None,
     ) -> None:
+        self.name = name
         self.settings = settings
         self.metrics = metrics
         self.plan = plan or resolve_plan(settings)
-        self.device = self.plan.device
-        self.precision = self.plan.precision
-        self.workers = self.plan.workers
-        self.compiled = self.plan.compiled
-        self.threads_per_worker = self.plan.threads_per_worker
         self.model: LoadedModel | None = None
         self.fidelity: dict[str, float] | None = None
         self._prepared = prepared
+        self._gate = gate or ComputeGate()
         self._engine: Engine | None = None
         self._batcher: MicroBatcher[Job, Row] | None = None
+        self._decode_pool: ThreadPoolExecutor | None = None
         self._reset()
 
     def _reset(self) -> None:
-        """Fresh lifecycle state and pools: an app's lifespan may run more than once."""
+        """Fresh lifecycle state and workers: an app's lifespan may run more than once."""
         self.warm = False
         self.draining = False
         self.failure: str | None = None
         self._drain_started: float | None = None
         self._warm_up_task: asyncio.Task[None] | None = None
-        self._decode_pool = ThreadPoolExecutor(
-            self.settings.resolved_preprocess_threads(),
-            thread_name_prefix="decode",
-            initializer=lower_thread_priority,
-        )
         self._inference_pool = ThreadPoolExecutor(
-            self.workers,
-            thread_name_prefix="inference",
+            self.plan.workers,
+            thread_name_prefix=f"inference-{self.name}",
             initializer=init_compute_thread,
-            initargs=(self.threads_per_worker,),
+            initargs=(self.plan.threads_per_worker,),
         )
 
     @property
@@ -191,16 +151,28 @@ class ClassificationService:
         return self.warm and alive and not self.draining
 
     @property
+    def not_ready_reason(self) -> str:
+        """Why the unit is not ready (for 503 answers), in words."""
+        if self.failure:
+            return self.failure
+        if self.draining:
+            return "the server is shutting down"
+        if self.warm:
+            return "the batcher stopped after a fatal error; restart the server"
+        return "the model is loading or warming up"
+
+    @property
     def batcher(self) -> MicroBatcher[Job, Row]:
         """The running batcher; only valid after ``start``."""
         if self._batcher is None:
-            raise RuntimeError("the service has not been started")
+            raise RuntimeError("the model unit has not been started")
         return self._batcher
 
-    async def start(self) -> None:
+    async def start(self, decode_pool: ThreadPoolExecutor) -> None:
         """Load the model (failing fast), start the batcher, and warm up in the background."""
         if self._batcher is not None:
             self._reset()
+        self._decode_pool = decode_pool
         prepared = self._prepared
         if prepared is None:
             loop = asyncio.get_running_loop()
@@ -209,37 +181,40 @@ class ClassificationService:
             )
         self.model, self._engine = prepared.model, prepared.built.engine
         self.fidelity = prepared.built.fidelity
-        logger.info("runtime plan: %s", self.plan.describe())
+        logger.info("model %s: runtime plan: %s", self.name, self.plan.describe())
         self._batcher = MicroBatcher(
             self._run_batch,
             max_batch_size=self.plan.max_batch_size,
             max_wait_s=self.plan.max_batch_wait_ms / 1000.0,
             max_queue_size=self.settings.max_queue_size,
-            workers=self.workers,
+            workers=self.plan.workers,
             observer=self.metrics,
         )
         self.metrics.watch_batcher(self._batcher.statistics)
         self._batcher.start()
-        self._warm_up_task = asyncio.create_task(self._warm_up(), name="warm-up")
+        self._warm_up_task = asyncio.create_task(self._warm_up(), name=f"warm-up-{self.name}")
 
     async def _warm_up(self) -> None:
-        assert self._engine is not None
+        engine = self._engine
+        assert engine is not None
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
-                self._inference_pool, self._engine.warm_up, self.plan.max_batch_size
+                self._inference_pool, self._gated, engine.warm_up, self.plan.max_batch_size
             )
         except Exception as exc:
             self.failure = f"warm-up failed: {type(exc).__name__}: {exc}"
-            logger.exception("warm-up failed; the server will never report ready")
+            logger.exception("model %s: warm-up failed; it will never be ready", self.name)
             return
         self.warm = True
+        plan = self.plan
         logger.info(
-            "ready: %s, %s engine on %s (%s)",
+            "model %s ready: %s, %s engine on %s (%s)",
+            self.name,
             self.describe_weights(),
-            self.plan.engine,
-            self.device,
-            self.precision,
+            plan.engine,
+            plan.device,
+            plan.precision,
         )
 
     async def wait_ready(self) -> None:
@@ -254,7 +229,7 @@ class ClassificationService:
 
     def describe_weights(self) -> str:
         """The weights label, or a placeholder before loading."""
-        return self.model.weights.label if self.model else "not loaded"
+        return self.model.weights_label if self.model else "not loaded"
 
     async def classify(
         self, data: bytes, arrived_at: float, deadline: float, progress: Progress | None = None
@@ -296,10 +271,17 @@ class ClassificationService:
     async def _forward(self, items: Sequence[torch.Tensor]) -> list[Row]:
         assert self._engine is not None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._inference_pool, self._engine.run, items)
+        return await loop.run_in_executor(
+            self._inference_pool, self._gated, self._engine.run, items
+        )
+
+    def _gated(self, work: Callable[[T], R], argument: T) -> R:
+        """Run ``work`` holding this worker's threads of the process's compute budget."""
+        with self._gate.hold(self.plan.threads_per_worker):
+            return work(argument)
 
     def _release_cached_memory(self) -> None:
-        if self.device.type == "cuda":
+        if self.plan.device.type == "cuda":
             torch.cuda.empty_cache()
 
     def begin_drain(self) -> None:
@@ -309,7 +291,7 @@ class ClassificationService:
         self.draining = True
 
     async def aclose(self) -> None:
-        """Stop taking work, finish queued and running batches, free the pools.
+        """Stop taking work, finish queued and running batches, free the workers.
 
         The whole drain, counted from ``begin_drain``, is bounded by
         ``BATCHSERVE_SHUTDOWN_TIMEOUT_S``.
@@ -322,6 +304,5 @@ class ClassificationService:
         if self._batcher is not None:
             left = self.settings.shutdown_timeout_s - (time.monotonic() - started)
             await self._batcher.aclose(timeout_s=max(0.5, left))
-        self._decode_pool.shutdown(wait=False, cancel_futures=True)
         self._inference_pool.shutdown(wait=False, cancel_futures=True)
-        logger.info("drained and stopped in %.2fs", time.monotonic() - started)
+        logger.info("model %s: drained and stopped in %.2fs", self.name, time.monotonic() - started)

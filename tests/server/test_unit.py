@@ -17,7 +17,7 @@ from server.engines import Row, TorchEngine
 from server.engines.openvino_engine import OpenVinoEngine
 from server.errors import ErrorCode
 from server.metrics import Metrics
-from server.service import ClassificationService
+from server.unit import ModelUnit
 from tests.conftest import RunningServer, make_settings, photo, start_server
 from tests.server.test_routes import _post, assert_error
 
@@ -151,7 +151,9 @@ def _disconnects(server: RunningServer, stage: str) -> float:
 
 
 def _answered(server: RunningServer, status: str) -> float:
-    return server.metric("batchserve_requests_total", endpoint="/predict", status=status)
+    return server.metric(
+        "batchserve_requests_total", endpoint="/predict", status=status, model=server.service.name
+    )
 
 
 def test_a_client_that_leaves_while_queued_costs_no_compute(server, engine) -> None:
@@ -366,7 +368,7 @@ def test_not_ready_until_warm_and_health_answers_meanwhile(monkeypatch) -> None:
 def test_inference_threads_get_the_plans_thread_count_in_their_own_thread() -> None:
     """OpenMP settings are per thread: set in the event loop's, they would not reach these."""
     metrics = Metrics(batch_sizes=(1,), endpoints=(), error_codes=())
-    service = ClassificationService(make_settings(threads_per_worker=1), metrics)
+    service = ModelUnit("resnet50", make_settings(threads_per_worker=1), metrics.for_model("m"))
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -374,4 +376,3 @@ def test_inference_threads_get_the_plans_thread_count_in_their_own_thread() -> N
     finally:
         torch.set_num_threads(previous)
         service._inference_pool.shutdown()
-        service._decode_pool.shutdown()
