@@ -136,15 +136,26 @@ def start_server(app: FastAPI, *, wait_ready: bool = True) -> RunningServer:
     return running
 
 
+def served(app: FastAPI) -> Iterator[RunningServer]:
+    """A fixture's body: start ``app``, hand it over, stop it afterwards."""
+    running = start_server(app)
+    yield running
+    running.stop()
+
+
+def client_of(server: RunningServer) -> Iterator[httpx.Client]:
+    """A fixture's body: a client of ``server``, closed afterwards."""
+    with server.client() as client:
+        yield client
+
+
 @pytest.fixture(scope="session")
 def resnet_server() -> Iterator[RunningServer]:
     """One ResNet-50 (random weights) server shared by the API tests that do not reconfigure it.
 
     It runs the default engine (OpenVINO on the CPU), so the API is tested on what users run.
     """
-    running = start_server(create_app(make_settings(engine="auto")))
-    yield running
-    running.stop()
+    yield from served(create_app(make_settings(engine="auto")))
 
 
 @pytest.fixture(scope="session")
@@ -159,15 +170,12 @@ def guarded_server() -> Iterator[RunningServer]:
         trusted_proxies="127.0.0.1",
         body_timeout_s=2.0,
     )
-    running = start_server(create_app(settings))
-    yield running
-    running.stop()
+    yield from served(create_app(settings))
 
 
 @pytest.fixture
 def api(resnet_server: RunningServer) -> Iterator[httpx.Client]:
-    with resnet_server.client() as client:
-        yield client
+    yield from client_of(resnet_server)
 
 
 def tiny_classifier(classes: int = 12) -> torch.nn.Module:

@@ -16,7 +16,17 @@ import torch
 
 from server.app import create_app
 from server.errors import ErrorCode
-from tests.conftest import RunningServer, make_settings, photo, start_server, tiny_classifier
+from server.metrics import Metrics
+from server.registry import build_registry, plan_models
+from tests.conftest import (
+    RunningServer,
+    client_of,
+    make_settings,
+    photo,
+    served,
+    start_server,
+    tiny_classifier,
+)
 from tests.server.test_routes import assert_error
 
 #: What each photo must be called: ImageNet classes a person would accept.
@@ -88,15 +98,12 @@ def repository(effnet_files: dict[str, Path], tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="module")
 def repository_server(repository: Path) -> Iterator[RunningServer]:
     settings = make_settings(model_repository=repository, default_model="effnet_pt2", engine="auto")
-    running = start_server(create_app(settings))
-    yield running
-    running.stop()
+    yield from served(create_app(settings))
 
 
 @pytest.fixture
 def client(repository_server: RunningServer) -> Iterator[httpx.Client]:
-    with repository_server.client() as client:
-        yield client
+    yield from client_of(repository_server)
 
 
 NAMES = ["effnet_onnx", "effnet_pt2", "effnet_ts", "flowers", "resnet50"]
@@ -194,3 +201,31 @@ def test_metrics_carry_the_model(client: httpx.Client, repository_server: Runnin
         assert repository_server.metric("batchserve_batch_size_count", model=name) >= 0
     text = client.get("/metrics").text
     assert text.count("batchserve_model_info{") == len(NAMES)
+
+
+def test_readiness_is_every_models_and_names_the_ones_not_ready(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.toml").write_text('model = "mobilenet_v2"\nweights = "random"\n')
+    settings = make_settings(model_repository=tmp_path, default_model="b")
+    metrics = Metrics(batch_sizes=(1,), endpoints=(), error_codes=())
+    registry = build_registry(settings, metrics, plan_models(settings))
+    try:
+        assert registry.names == ["a", "b"]
+        assert registry.default.name == "b"
+        assert not registry.ready
+        a, b = registry.get("a"), registry.get("b")
+        assert a is not None
+        assert b is not None
+        assert registry.get("c") is None
+        b.failure = "warm-up failed: RuntimeError: boom"
+        assert registry.not_ready_reason == (
+            "model a: the model is loading or warming up; "
+            "model b: warm-up failed: RuntimeError: boom"
+        )
+        registry.begin_drain()
+        assert registry.draining
+        assert a.not_ready_reason == "the server is shutting down"
+    finally:
+        for unit in registry:
+            unit._inference_pool.shutdown()
