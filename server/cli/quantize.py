@@ -17,10 +17,12 @@ from typing import Any
 
 from server.cli.serve import EXIT_CONFIG, STARTUP_ERRORS
 from server.cli.settings import SETTINGS_EPILOG, add_settings_options, settings_from
-from server.config import SettingsError
+from server.config import Settings, SettingsError, with_model_settings
+from server.engines import BuiltEngine
 from server.loading import download_weights
 from server.logs import configure_logging
 from server.plan import resolve_plan
+from server.repository import model_specs
 from server.unit import prepare_in_compute_thread
 
 logger = logging.getLogger("batchserve")
@@ -42,7 +44,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Quantize (or find in the cache) and print the report; 2 when it cannot be done."""
+    """Quantize (or find in the cache) and print the report; 2 when it cannot be done.
+
+    With a model repository every model is quantized, whatever precision its
+    ``config.toml`` names, and the report has one entry per model.
+    """
     try:
         settings = settings_from(args, precision="int8")
     except SettingsError as exc:
@@ -52,15 +58,24 @@ def run(args: argparse.Namespace) -> int:
     try:
         # stdout carries only the JSON report: NNCF's progress bars go to stderr.
         with contextlib.redirect_stdout(sys.stderr):
-            plan = resolve_plan(settings)
-            download_weights(settings)  # in the main thread: Ctrl-C stops it
-            built = prepare_in_compute_thread(settings, plan).built
-    except STARTUP_ERRORS as exc:
+            reports = {spec.name: _quantize(spec.settings) for spec in model_specs(settings)}
+    except (*STARTUP_ERRORS, SettingsError) as exc:
         logger.error("cannot quantize: %s", exc)
         return EXIT_CONFIG
-    if built.cache_entry is None:
+    if any(report is None for report in reports.values()):
         logger.error("the int8 model could not be cached under %s", settings.cache_dir)
         return EXIT_CONFIG
-    report = {"cache_entry": str(built.cache_entry), "fidelity": built.fidelity}
-    print(json.dumps(report, indent=2))
+    single = settings.model_repository is None
+    print(json.dumps(next(iter(reports.values())) if single else {"models": reports}, indent=2))
     return 0
+
+
+def _quantize(settings: Settings) -> dict[str, object] | None:
+    """One model quantized (or found in the cache): its report, None if it cannot be cached."""
+    settings = with_model_settings(settings, {"precision": "int8"}, "batchserve quantize")
+    plan = resolve_plan(settings)
+    download_weights(settings)  # in the main thread: Ctrl-C stops it
+    built: BuiltEngine = prepare_in_compute_thread(settings, plan).built
+    if built.cache_entry is None:
+        return None
+    return {"cache_entry": str(built.cache_entry), "fidelity": built.fidelity}

@@ -476,3 +476,36 @@ def test_a_model_that_fails_to_load_in_a_repository_is_named(
     )
     assert "model bad:" in stderr
     assert "model.pt2" in stderr
+
+
+def test_quantize_a_repository_then_serve_every_model_int8_from_the_cache(
+    tmp_path: Path, tiny_files: dict[str, Path]
+) -> None:
+    """Every model is quantized whatever its config says; the server finds each in the cache."""
+    root = _repository(tmp_path, {"tiny": {"model.onnx": tiny_files["onnx"].read_bytes()}})
+    # A random network agrees with itself poorly after quantization: the gate is not the point.
+    (root / "tiny" / "config.toml").write_text('precision = "fp32"\nint8_min_agreement = 0.0\n')
+    (root / "mobile").mkdir()
+    (root / "mobile" / "config.toml").write_text('model = "mobilenet_v2"\nweights = "random"\n')
+    cache = tmp_path / "cache"
+    result = subprocess.run(
+        [BATCHSERVE, "quantize", "--model-repository", str(root), "--cache-dir", str(cache)],
+        env=_environment(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    reports = json.loads(result.stdout)["models"]
+    assert set(reports) == {"mobile", "tiny"}
+    (root / "tiny" / "config.toml").write_text('precision = "int8"\nint8_min_agreement = 0.0\n')
+    settings = make_settings(
+        model_repository=root, default_model="tiny", engine="openvino", precision="int8",
+        cache_dir=cache,
+    )  # fmt: skip
+    running = start_server(create_app(settings))
+    try:
+        with running.client() as client:
+            for name, report in reports.items():
+                info = client.get(f"/models/{name}").json()
+                assert (info["precision"], info["int8_fidelity"]) == ("int8", report["fidelity"])
+    finally:
+        running.stop()
+    assert "quantized in" not in result.stdout  # the report alone on stdout
