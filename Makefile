@@ -46,12 +46,15 @@ loadtest: $(STAMP)
 # Measures this machine. BENCH picks the parts: `engines` (every engine x precision, batchserve
 # against the naive FastAPI baseline, int8 fidelity on a real model: docs/benchmarks-engines.md;
 # SECTIONS=raw,servers,fidelity selects within it) and `server` (the model alone, then the server
-# with batching on and off: docs/benchmarks.md + .png). Linux only (reads /proc).
-BENCH ?= engines,server
+# with batching on and off: docs/benchmarks.md + .png) and `models` (a real model's .ts, .pt2
+# and .onnx files, and two models sharing one server: docs/benchmarks-models.md).
+# Linux only (reads /proc).
+BENCH ?= engines,server,models
 SECTIONS ?= raw,servers,fidelity
 bench: $(STAMP)
 	case ",$(BENCH)," in *,engines,*) $(BIN)/python -m loadtest.engines_bench --sections $(SECTIONS);; esac
 	case ",$(BENCH)," in *,server,*) $(BIN)/python -m loadtest.bench;; esac
+	case ",$(BENCH)," in *,models,*) $(BIN)/python -m loadtest.models_bench;; esac
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -49,11 +49,11 @@ class LoadResult:
 
 
 async def _user(
-    client: httpx.AsyncClient, image: bytes, stop_at: float, result: LoadResult
+    client: httpx.AsyncClient, image: bytes, stop_at: float, result: LoadResult, path: str
 ) -> None:
     while time.monotonic() < stop_at:
         started = time.perf_counter()
-        response = await client.post("/predict", files={"file": ("image.jpg", image, "image/jpeg")})
+        response = await client.post(path, files={"file": ("image.jpg", image, "image/jpeg")})
         if response.status_code == 200:
             result.latencies_s.append(time.perf_counter() - started)
             body = response.json()
@@ -64,17 +64,23 @@ async def _user(
             result.errors += 1
 
 
-async def closed_loop(url: str, image: bytes, concurrency: int, duration_s: float) -> LoadResult:
-    """Run ``concurrency`` users for ``duration_s`` seconds after a short warm-up."""
+async def closed_loop(
+    url: str, image: bytes, concurrency: int, duration_s: float, path: str = "/predict"
+) -> LoadResult:
+    """Run ``concurrency`` users posting to ``path`` for ``duration_s`` seconds after a warm-up."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         warm = LoadResult(concurrency, 0.0)
         warm_stop = time.monotonic() + min(3.0, duration_s / 4)
-        await asyncio.gather(*(_user(client, image, warm_stop, warm) for _ in range(concurrency)))
+        await asyncio.gather(
+            *(_user(client, image, warm_stop, warm, path) for _ in range(concurrency))
+        )
         result = LoadResult(concurrency, duration_s)
         stop_at = time.monotonic() + duration_s
         started = time.monotonic()
-        await asyncio.gather(*(_user(client, image, stop_at, result) for _ in range(concurrency)))
+        await asyncio.gather(
+            *(_user(client, image, stop_at, result, path) for _ in range(concurrency))
+        )
         result.duration_s = time.monotonic() - started
     return result
 

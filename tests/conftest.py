@@ -21,12 +21,12 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.exports import export
 from server.app import create_app
 from server.config import Settings
 from server.registry import ModelRegistry
 from server.serving import DrainingServer, uvicorn_config
 from server.unit import ModelUnit
-from tests.exports import export
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = ("cat.jpg", "cat_cmyk.jpg", "coffee.webp", "camera_gray.png", "horse_rgba.png",

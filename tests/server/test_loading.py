@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from loadtest.exports import exported_with_fixed_batch
 from server.loading import IMAGENET_SPEC, load, served_name
 from server.model import ModelLoadError
 from tests.conftest import make_settings, tiny_classifier
-from tests.exports import exported_with_fixed_batch
 
 
 @pytest.mark.parametrize("kind", ["ts", "pt2", "onnx"])

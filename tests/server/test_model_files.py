@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from loadtest.exports import exported_with_fixed_batch
 from server.model import ModelLoadError
 from server.model_files import read, source_of
 from tests.conftest import tiny_classifier
-from tests.exports import exported_with_fixed_batch
 
 
 @pytest.mark.parametrize(
