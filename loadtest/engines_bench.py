@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -32,11 +30,11 @@ from pathlib import Path
 import httpx
 import torch
 
-from loadtest import model_bench
+from loadtest import model_bench, report
 from loadtest.client import LoadResult, closed_loop
 from loadtest.process import free_port, rss_mb, start_server
 from server.config import Settings
-from server.plan import cpu_features, cpu_has_fast_bf16, resolve_plan
+from server.plan import cpu_has_fast_bf16, resolve_plan
 from server.unit import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,16 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = _arguments(argv)
     sections = args.sections.split(",")
-    cpu, flags = cpu_features()
-    lines = [
-        "# Engines and baselines on this machine",
-        "",
-        f"Command: `{' '.join(['python -m loadtest.engines_bench', *map(shlex.quote, argv)])}`",
-        "",
-        f"- CPU: {cpu}, {os.cpu_count()} cores; flags: {' '.join(flags) or 'none of interest'}",
-        f"- model: {args.model} (random weights; speed does not depend on their values)",
-        f"- date: {time.strftime('%Y-%m-%d')}",
-    ]
+    lines = report.header(
+        "Engines and baselines on this machine", "loadtest.engines_bench", argv,
+        f"model: {args.model} (random weights; speed does not depend on their values)",
+    )  # fmt: skip
     if "raw" in sections:
         sizes = [int(n) for n in args.batch_sizes.split(",")]
         lines += ["", "## Raw engines (images/s, no HTTP, no decode)", "",

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shlex
 import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from loadtest import model_bench
+from loadtest import model_bench, report
 from loadtest.client import LoadResult, closed_loop
 from loadtest.exports import export
 from loadtest.int8_fidelity import efficientnet_lite1_module
@@ -34,7 +32,7 @@ from loadtest.process import start_server
 from server.config import Settings
 from server.engines import build_engine
 from server.loading import load
-from server.plan import cpu_features, cpu_has_fast_bf16, resolve_plan
+from server.plan import cpu_has_fast_bf16, resolve_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("sources", "repository")
@@ -134,16 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = _arguments(argv)
     sections = args.sections.split(",")
-    cpu, flags = cpu_features()
-    lines = [
-        "# Model files and model repositories on this machine",
-        "",
-        f"Command: `{' '.join(['python -m loadtest.models_bench', *map(shlex.quote, argv)])}`",
-        "",
-        f"- CPU: {cpu}, {os.cpu_count()} cores; flags: {' '.join(flags) or 'none of interest'}",
-        "- model files: EfficientNet-Lite1 (ImageNet weights), exported by loadtest/exports.py",
-        f"- date: {time.strftime('%Y-%m-%d')}",
-    ]
+    lines = report.header(
+        "Model files and model repositories on this machine", "loadtest.models_bench", argv,
+        "model files: EfficientNet-Lite1 (ImageNet weights), exported by loadtest/exports.py",
+    )  # fmt: skip
     with tempfile.TemporaryDirectory() as workdir:
         started = time.perf_counter()
         files = export(efficientnet_lite1_module(), Path(workdir) / "files", EFFNET["crop_size"])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +12,23 @@ from loadtest.client import LoadResult
 from loadtest.model_bench import RawPoint
 
 _STAGES = ("preprocess", "queue", "inference", "total")
+
+
+def header(title: str, module: str, argv: list[str], *facts: str) -> list[str]:
+    """A report's opening: title, the command that made it, the CPU and its flags, the date."""
+    from server.plan import cpu_features  # torch: only where a report is written
+
+    cpu, flags = cpu_features()
+    command = " ".join([f"python -m {module}", *map(shlex.quote, argv)])
+    return [
+        f"# {title}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"- CPU: {cpu}, {os.cpu_count()} cores; flags: {' '.join(flags) or 'none of interest'}",
+        *(f"- {fact}" for fact in facts),
+        f"- date: {time.strftime('%Y-%m-%d')}",
+    ]
 
 
 @dataclass

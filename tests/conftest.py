@@ -6,6 +6,8 @@ import asyncio
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -176,6 +178,19 @@ def guarded_server() -> Iterator[RunningServer]:
 @pytest.fixture
 def api(resnet_server: RunningServer) -> Iterator[httpx.Client]:
     yield from client_of(resnet_server)
+
+
+def run_benchmark(module: str, args: list[str], tmp_path: Path) -> str:
+    """Run ``python -m module args --out ...`` as `make bench` does; its report's text."""
+    out = tmp_path / "report.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSERVE_")}
+    env["BATCHSERVE_CACHE_DIR"] = str(tmp_path / "cache")
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args, "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=900, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out.read_text()
 
 
 def tiny_classifier(classes: int = 12) -> torch.nn.Module:

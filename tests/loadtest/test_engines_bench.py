@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -13,25 +10,16 @@ from fastapi.testclient import TestClient
 from loadtest import int8_fidelity
 from loadtest.naive_server import create_naive_app
 from server.config import Settings
-from tests.conftest import photo
+from tests.conftest import photo, run_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_engine_benchmark_measures_every_engine_and_server(tmp_path: Path) -> None:
-    out = tmp_path / "engines.md"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSERVE_")}
-    env["BATCHSERVE_CACHE_DIR"] = str(tmp_path / "cache")
     args = [
         "--sections", "raw,servers", "--model", "mobilenet_v3_small", "--batch-sizes", "1,2",
-        "--raw-seconds", "0.2", "--concurrency", "1", "--duration", "1", "--out", str(out),
+        "--raw-seconds", "0.2", "--concurrency", "1", "--duration", "1",
     ]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "loadtest.engines_bench", *args],
-        env=env, capture_output=True, text=True, timeout=900, cwd=ROOT,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = out.read_text()
+    report = run_benchmark("loadtest.engines_bench", args, tmp_path)
     assert "python -m loadtest.engines_bench --sections raw,servers" in report
     assert "- CPU: " in report
     for row in ("| torch | fp32 |", "| openvino | fp32 |", "| openvino | int8 |"):
