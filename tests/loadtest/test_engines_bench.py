@@ -13,7 +13,6 @@ from server.config import Settings
 from tests.conftest import photo, run_benchmark
 
 
-
 def test_the_engine_benchmark_measures_every_engine_and_server(tmp_path: Path) -> None:
     args = [
         "--sections", "raw,servers", "--model", "mobilenet_v3_small", "--batch-sizes", "1,2",
