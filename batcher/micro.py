@@ -123,14 +123,39 @@ class MicroBatcher(Generic[T, R]):
         :class:`BatcherClosedError` once closing, and :class:`BatchFailedError`
         when the batch failed.
         """
-        pending = self._enqueue(item, deadline)
+        (pending,) = self._enqueue([item], deadline)
         try:
             return await pending.future
         except asyncio.CancelledError:
             # The caller went away: drop its item before it costs any compute.
+            self._withdraw([pending])
+            raise
+
+    async def submit_many(self, items: Sequence[T], deadline: float | None = None) -> list[R]:
+        """Queue every item of one request, all or none, and return their results in order.
+
+        Admission is all or nothing: :class:`QueueFullError` at once (nothing
+        queued) unless the queue has room for every item. The items may be
+        computed in different batches. The first item to fail (deadline, failed
+        batch) fails the whole call: the items still queued are withdrawn
+        before they cost any compute, and that error is raised. Counted like
+        ``submit``, one drop per item.
+        """
+        if not items:
+            return []
+        pendings = self._enqueue(items, deadline)
+        try:
+            return list(await asyncio.gather(*(p.future for p in pendings)))
+        except BaseException:
+            self._withdraw(pendings)
+            raise
+
+    def _withdraw(self, pendings: Sequence[Pending[T, R]]) -> None:
+        """Take back items whose caller no longer waits: out of the queue, never computed."""
+        for pending in pendings:
             if self._queue.discard(pending):
                 self._drop(DropReason.CANCELLED)
-            raise
+            pending.future.cancel()
 
     def statistics(self) -> BatcherStatistics:
         """A frozen snapshot of the queue, the workers and the counters."""
@@ -170,25 +195,28 @@ class MicroBatcher(Generic[T, R]):
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def _enqueue(self, item: T, deadline: float | None) -> Pending[T, R]:
+    def _enqueue(self, items: Sequence[T], deadline: float | None) -> list[Pending[T, R]]:
         if self._closed:
-            self._drop(DropReason.CLOSED)
+            self._drop(DropReason.CLOSED, len(items))
             raise BatcherClosedError("the batcher is closed")
         loop = asyncio.get_running_loop()
         now = loop.time()
         if deadline is not None and deadline <= now:
-            self._drop(DropReason.DEADLINE)
+            self._drop(DropReason.DEADLINE, len(items))
             raise DeadlineExceededError("the deadline passed before the item was queued")
-        pending: Pending[T, R] = Pending(item, loop.create_future(), now, deadline)
+        pendings: list[Pending[T, R]] = [
+            Pending(item, loop.create_future(), now, deadline) for item in items
+        ]
         try:
-            self._queue.put(pending)
+            self._queue.put_all(pendings)
         except QueueFullError:
-            self._drop(DropReason.OVERLOADED)
+            self._drop(DropReason.OVERLOADED, len(items))
             raise
-        self._tracker.record(now)
-        if deadline is not None:
-            pending.timer = loop.call_at(deadline, self._expire, pending)
-        return pending
+        for pending in pendings:
+            self._tracker.record(now)
+            if deadline is not None:
+                pending.timer = loop.call_at(deadline, self._expire, pending)
+        return pendings
 
     def _expire(self, pending: Pending[T, R]) -> None:
         if self._queue.discard(pending) and not pending.future.done():
@@ -197,9 +225,10 @@ class MicroBatcher(Generic[T, R]):
             )
             self._drop(DropReason.DEADLINE)
 
-    def _drop(self, reason: DropReason) -> None:
-        self._dropped[reason] += 1
-        self._observer.on_drop(reason)
+    def _drop(self, reason: DropReason, count: int = 1) -> None:
+        self._dropped[reason] += count
+        for _ in range(count):
+            self._observer.on_drop(reason)
 
     def _fail_queued(self) -> None:
         failed = resolve.fail(

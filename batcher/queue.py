@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from batcher.errors import QueueFullError
@@ -39,9 +40,18 @@ class PendingQueue:
 
     def put(self, pending: Pending[Any, Any]) -> None:
         """Append an item, or raise :class:`QueueFullError` if the queue is full."""
-        if len(self._items) >= self._max_size:
-            raise QueueFullError(f"queue is full ({self._max_size} items waiting)")
-        self._items.append(pending)
+        self.put_all([pending])
+
+    def put_all(self, pendings: Sequence[Pending[Any, Any]]) -> None:
+        """Append every item, or none and raise :class:`QueueFullError` if they do not all fit."""
+        if len(self._items) + len(pendings) > self._max_size:
+            if len(pendings) == 1:
+                raise QueueFullError(f"queue is full ({self._max_size} items waiting)")
+            free = self._max_size - len(self._items)
+            raise QueueFullError(
+                f"no room for {len(pendings)} items ({free} of {self._max_size} free)"
+            )
+        self._items.extend(pendings)
         self.notify()
 
     def discard(self, pending: Pending[Any, Any]) -> bool:

@@ -408,3 +408,87 @@ def test_settings_are_validated_with_the_bad_value_in_the_message(handler, kwarg
     settings = {"max_batch_size": 4, "max_wait_s": 0.0, "max_queue_size": 4, "workers": 1}
     with pytest.raises(ValueError, match=message):
         MicroBatcher(handler, **{**settings, **kwargs})
+
+
+# --- submit_many: one request's items, admitted all or nothing ----------------------------
+
+
+async def test_submit_many_returns_results_in_order_across_batches(handler) -> None:
+    b: MicroBatcher[int, object] = MicroBatcher(
+        handler, max_batch_size=2, max_wait_s=0.0, max_queue_size=8
+    )
+    b.start()
+    handler.gate.set()
+    assert await b.submit_many([1, 2, 3, 4, 5]) == [10, 20, 30, 40, 50]
+    assert await b.submit_many([]) == []
+    await b.aclose()
+    assert sorted(len(batch) for batch in handler.batches) == [1, 2, 2]
+
+
+async def test_submit_many_is_admitted_whole_or_refused_whole(batcher, handler, observer) -> None:
+    first = await _busy_with_first_item(batcher, handler)
+    queued = _submit_all(batcher, range(1, 7))
+    await until(lambda: batcher.statistics().queue_depth == 6)
+    with pytest.raises(QueueFullError, match=r"^no room for 3 items \(2 of 8 free\)$"):
+        await batcher.submit_many([7, 8, 9])
+    assert batcher.statistics().queue_depth == 6  # nothing of the refused request was queued
+    assert observer.drops == [DropReason.OVERLOADED] * 3
+    two = asyncio.create_task(batcher.submit_many([7, 8]))
+    await until(lambda: batcher.statistics().queue_depth == 8)
+    handler.gate.set()
+    assert await asyncio.gather(first, *queued) == [0, 10, 20, 30, 40, 50, 60]
+    assert await two == [70, 80]
+
+
+async def test_submit_many_fails_whole_at_its_deadline_and_computes_nothing(
+    batcher, handler
+) -> None:
+    first = await _busy_with_first_item(batcher, handler)
+    loop = asyncio.get_running_loop()
+    with pytest.raises(DeadlineExceededError):
+        await batcher.submit_many([1, 2, 3], deadline=loop.time() + 0.05)
+    assert batcher.statistics().queue_depth == 0
+    handler.gate.set()
+    await first
+    assert handler.seen == [0]
+    assert sum(batcher.statistics().dropped.values()) == 3
+
+
+async def test_a_failed_batch_fails_the_call_and_withdraws_its_queued_items(observer) -> None:
+    seen: list[int] = []
+    gate = asyncio.Event()
+
+    async def handle(items: Sequence[int]) -> list[int]:
+        seen.extend(items)
+        if 2 in items:
+            raise ZeroDivisionError("item 2")
+        await gate.wait()  # item 3 stays in flight; 4 stays queued
+        return [x * 10 for x in items]
+
+    b: MicroBatcher[int, int] = MicroBatcher(
+        handle, max_batch_size=1, max_wait_s=0.0, max_queue_size=8, observer=observer
+    )
+    b.start()
+    with pytest.raises(BatchFailedError, match="ZeroDivisionError"):
+        await b.submit_many([2, 3, 4])
+    assert b.statistics().queue_depth == 0
+    gate.set()
+    await b.aclose()
+    # 4 was withdrawn before compute (3 may have started; its late result is discarded).
+    assert seen[0] == 2
+    assert 4 not in seen
+    assert DropReason.CANCELLED in observer.drops
+
+
+async def test_a_caller_that_leaves_withdraws_all_its_queued_items(batcher, handler) -> None:
+    first = await _busy_with_first_item(batcher, handler)
+    call = asyncio.create_task(batcher.submit_many([1, 2, 3]))
+    await until(lambda: batcher.statistics().queue_depth == 3)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert batcher.statistics().queue_depth == 0
+    handler.gate.set()
+    await first
+    assert handler.seen == [0]
+    assert batcher.statistics().dropped == {DropReason.CANCELLED: 3}
