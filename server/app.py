@@ -24,8 +24,8 @@ from server.routes import REQUEST_TIMEOUT_HEADER
 logger = logging.getLogger(__name__)
 
 ENDPOINTS = (
-    "/predict", "/models/{name}/predict", "/models", "/models/{name}", "/health", "/ready",
-    "/info", "/metrics",
+    "/predict", "/predict/batch", "/models/{name}/predict", "/models/{name}/predict/batch",
+    "/models", "/models/{name}", "/health", "/ready", "/info", "/metrics",
 )  # fmt: skip
 
 

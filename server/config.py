@@ -119,7 +119,11 @@ class Settings(BaseSettings):
     request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     """A request's deadline, from arrival; queued past it, it is not computed."""
     max_upload_mb: Annotated[float, Field(gt=0, le=1024)] = 10.0
-    """Largest upload in MiB (413 above)."""
+    """Largest image file in MiB (413 above)."""
+    max_files: Annotated[int, Field(ge=1, le=1024)] = 16
+    """Most images in one /predict/batch request (422 too_many_files above)."""
+    max_request_mb: Annotated[float, Field(gt=0, le=4096)] = 64.0
+    """Largest /predict/batch body in MiB, all files together (413 above)."""
     max_image_pixels: Annotated[int, Field(ge=1, le=MAX_IMAGE_PIXELS_CEILING)] = 50_000_000
     """Most pixels an image may declare (decompression bombs); 422 above."""
     preprocess_threads: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
@@ -270,6 +274,11 @@ class Settings(BaseSettings):
     def max_upload_bytes(self) -> int:
         """The upload limit in bytes (``max_upload_mb`` MiB)."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The whole-request limit of /predict/batch in bytes (``max_request_mb`` MiB)."""
+        return int(self.max_request_mb * 1024 * 1024)
 
     @property
     def max_batch_wait_s(self) -> float:

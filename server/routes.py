@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from server.config import MAX_TOP_K
-from server.errors import ApiError, ErrorCode, respond
+from server.errors import ApiError, ErrorCode, from_image_error, respond
 from server.progress import Progress
 from server.ratelimit import ClientRateLimiter
 from server.schemas import (
+    BatchItem,
+    BatchPredictResponse,
     InfoResponse,
+    ItemError,
     ModelInfo,
     ModelsResponse,
     ModelSummary,
@@ -28,11 +31,16 @@ from server.schemas import (
     Timing,
     error_responses,
 )
-from server.upload import FIELD, cancel_on_disconnect, read_image_bytes
+from server.upload import FIELD, Part, cancel_on_disconnect, read_image_bytes, read_image_parts
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from server.image_errors import ImageError
     from server.registry import ModelRegistry
     from server.unit import Classification, ModelUnit
+
+T = TypeVar("T")
 
 
 class Describer(Protocol):
@@ -170,7 +178,7 @@ async def _predict(request: Request, unit: ModelUnit, top_k: int) -> PredictResp
     _ensure_accepting(unit)
     arrived_at: float = request.state.arrived_at
     read_by = arrived_at + settings.body_timeout_s
-    data = await _read_body(request, settings.max_upload_bytes, read_by)
+    data = await _read_body(read_image_bytes(request, settings.max_upload_bytes), read_by)
     progress = Progress()
     work = unit.classify(data, arrived_at, arrived_at + timeout_s, progress)
     # Image and batcher errors pass through to errors.py's handlers.
@@ -184,43 +192,148 @@ def _endpoint(request: Request) -> str:
     return str(getattr(route, "path", request.url.path))
 
 
-async def _read_body(request: Request, max_bytes: int, read_by: float) -> bytes:
-    """The uploaded image, or 408 ``request_timeout`` when the body is not in by ``read_by``.
+async def _read_body(reading: Awaitable[T], read_by: float) -> T:
+    """The upload, or 408 ``request_timeout`` when the body is not in by ``read_by``.
 
     A client trickling its upload holds only its own connection: nothing is
     queued or decoded for it until the whole body is in.
     """
     try:
         async with asyncio.timeout_at(read_by):
-            return await read_image_bytes(request, max_bytes)
+            return await reading
     except TimeoutError:
         raise ApiError(
             ErrorCode.REQUEST_TIMEOUT, "the upload was not received within the body timeout"
         ) from None
 
 
+def _predictions(unit: ModelUnit, result: Classification, top_k: int) -> list[Prediction]:
+    assert unit.model is not None
+    categories = unit.model.categories
+    return [
+        Prediction(index=i, label=categories[i], probability=p) for i, p in result.row.top[:top_k]
+    ]
+
+
+def _timing(request: Request, results: list[Classification]) -> Timing:
+    """Milliseconds per stage; with several images, the longest queue and inference."""
+    total_s = asyncio.get_running_loop().time() - request.state.arrived_at
+    return Timing(
+        preprocess=round(max((r.preprocess_s for r in results), default=0.0) * 1000, 3),
+        queue=round(max((r.queue_s for r in results), default=0.0) * 1000, 3),
+        inference=round(max((r.row.inference_s for r in results), default=0.0) * 1000, 3),
+        total=round(total_s * 1000, 3),
+    )
+
+
 def _answer(
     request: Request, unit: ModelUnit, result: Classification, top_k: int
 ) -> PredictResponse:
-    assert unit.model is not None
-    categories = unit.model.categories
-    predictions = [
-        Prediction(index=i, label=categories[i], probability=p) for i, p in result.row.top[:top_k]
-    ]
-    total_s = asyncio.get_running_loop().time() - request.state.arrived_at
-    timing = Timing(
-        preprocess=round(result.preprocess_s * 1000, 3),
-        queue=round(result.queue_s * 1000, 3),
-        inference=round(result.row.inference_s * 1000, 3),
-        total=round(total_s * 1000, 3),
-    )
     return PredictResponse(
-        predictions=predictions,
+        predictions=_predictions(unit, result, top_k),
         model=unit.name,
         weights=unit.describe_weights(),
         batch_size=result.row.batch_size,
-        timing_ms=timing,
+        timing_ms=_timing(request, [result]),
         request_id=request.state.request_id,
+    )
+
+
+_BATCH_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FIELD],
+                    "properties": {
+                        FIELD: {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "1 to BATCHSERVE_MAX_FILES images, each its own part",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+_BATCH_DOCS: Final[dict[str, Any]] = {
+    "response_model": BatchPredictResponse,
+    "response_model_exclude_none": True,
+    "responses": error_responses(400, 401, 404, 408, 413, 415, 422, 429, 431, 500, 503, 504),
+    "openapi_extra": {**_BATCH_BODY, "parameters": [_REQUEST_TIMEOUT_PARAMETER]},
+}
+
+
+@router.post("/predict/batch", summary="Classify several images", **_BATCH_DOCS)
+async def predict_batch(request: Request, top_k: TopK = 5) -> BatchPredictResponse:
+    """Upload 1 to BATCHSERVE_MAX_FILES images (each a ``file`` part); get each one's top-k.
+
+    200 when the request itself is valid: an image that cannot be decoded, or is
+    too large, gets its own error entry and the others their answers. Overload
+    and deadlines fail the whole request, as on /predict.
+    """
+    return await _predict_batch(request, _registry(request).default, top_k)
+
+
+@router.post(
+    "/models/{name}/predict/batch", summary="Classify several images with a model", **_BATCH_DOCS
+)
+async def predict_batch_with(
+    request: Request, name: ModelName, top_k: TopK = 5
+) -> BatchPredictResponse:
+    """The /predict/batch contract, on the model ``name``."""
+    return await _predict_batch(request, _unit(request, name), top_k)
+
+
+async def _predict_batch(request: Request, unit: ModelUnit, top_k: int) -> BatchPredictResponse:
+    request.state.model = unit.name
+    limiter: ClientRateLimiter | None = request.app.state.limiter
+    if limiter is not None:
+        await limiter.check(request)
+    settings = unit.settings
+    timeout_s = _request_timeout(request, settings.request_timeout_s)
+    _ensure_accepting(unit)
+    arrived_at: float = request.state.arrived_at
+    reading = read_image_parts(
+        request, settings.max_upload_bytes, settings.max_request_bytes, settings.max_files
+    )
+    parts = await _read_body(reading, arrived_at + settings.body_timeout_s)
+    good = [part for part in parts if part.error is None]
+    progress = Progress()
+    work = unit.classify_many([p.data for p in good], arrived_at, arrived_at + timeout_s, progress)
+    outcomes = iter(await cancel_on_disconnect(request, work, progress))
+    results = [part.error or next(outcomes) for part in parts]
+    answered = [r for r in results if not isinstance(r, Exception)]
+    unit.metrics.count_images(_endpoint(request), len(answered))
+    return BatchPredictResponse(
+        results=[
+            _item(unit, part, result, top_k) for part, result in zip(parts, results, strict=True)
+        ],
+        model=unit.name,
+        request_id=request.state.request_id,
+        timing_ms=_timing(request, answered),
+    )
+
+
+def _item(
+    unit: ModelUnit, part: Part, result: Classification | ImageError | ApiError, top_k: int
+) -> BatchItem:
+    if isinstance(result, ApiError):
+        return BatchItem(
+            filename=part.filename, error=ItemError(code=result.code, message=result.message)
+        )
+    if isinstance(result, Exception):
+        error = from_image_error(result)
+        return BatchItem(
+            filename=part.filename, error=ItemError(code=error.code, message=error.message)
+        )
+    return BatchItem(
+        filename=part.filename,
+        predictions=_predictions(unit, result, top_k),
+        batch_size=result.row.batch_size,
     )
 
 

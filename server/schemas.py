@@ -30,9 +30,38 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction] = Field(description="Most probable first")
     model: str = Field(examples=["resnet50"])
     weights: str = Field(examples=["ResNet50_Weights.IMAGENET1K_V2"])
-    batch_size: int = Field(ge=1, description="Real requests in the batch that served this one")
+    batch_size: int = Field(ge=1, description="Real images in the batch that served this one")
     timing_ms: Timing
     request_id: str
+
+
+class ItemError(BaseModel):
+    """Why one image of a /predict/batch request has no answer."""
+
+    code: str = Field(examples=["invalid_image"])
+    message: str
+
+
+class BatchItem(BaseModel):
+    """One file of a /predict/batch request: its top-k, or its error."""
+
+    filename: str | None = Field(default=None, examples=["cat.jpg"])
+    predictions: list[Prediction] | None = Field(default=None, description="Most probable first")
+    batch_size: int | None = Field(
+        default=None, ge=1, description="Real images in the batch that computed this one"
+    )
+    error: ItemError | None = None
+
+
+class BatchPredictResponse(BaseModel):
+    """The answer to ``POST /predict/batch``: one entry per file part, in order."""
+
+    results: list[BatchItem]
+    model: str = Field(examples=["resnet50"])
+    request_id: str
+    timing_ms: Timing = Field(
+        description="The request's stages; queue and inference: the longest of its images"
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -24,6 +24,7 @@ from server import loading, preprocess
 from server.compute import ComputeGate, init_compute_thread, lower_thread_priority
 from server.config import Settings
 from server.engines import BuiltEngine, Engine, Row, build_engine
+from server.image_errors import ImageError
 from server.model import LoadedModel
 from server.plan import RuntimePlan, resolve_plan
 from server.progress import Progress
@@ -98,6 +99,11 @@ class Classification:
     row: Row
     preprocess_s: float
     queue_s: float
+
+
+def _classification(row: Row, preprocess_s: float, waited_s: float) -> Classification:
+    """An answer whose queue time is the wait from submission minus its own forward pass."""
+    return Classification(row, preprocess_s, max(0.0, waited_s - row.inference_s))
 
 
 class ModelUnit:
@@ -237,14 +243,7 @@ class ModelUnit:
         """Preprocess ``data`` off the loop, then queue it for a batch and await its row."""
         progress = progress or Progress()
         loop = asyncio.get_running_loop()
-        assert self.model is not None
-        tensor = await loop.run_in_executor(
-            self._decode_pool,
-            preprocess.preprocess,
-            data,
-            self.model.preprocess,
-            self.settings.max_image_pixels,
-        )
+        tensor = await self._preprocess(data)
         submitted_at = loop.time()
         preprocess_s = submitted_at - arrived_at
         self.metrics.preprocess_duration.observe(preprocess_s)
@@ -252,6 +251,54 @@ class ModelUnit:
         row = await self.batcher.submit(Job(tensor, progress), deadline=deadline)
         queue_s = max(0.0, loop.time() - submitted_at - row.inference_s)
         return Classification(row, preprocess_s, queue_s)
+
+    async def classify_many(
+        self,
+        images: Sequence[bytes],
+        arrived_at: float,
+        deadline: float,
+        progress: Progress | None = None,
+    ) -> list[Classification | ImageError]:
+        """Several images of one request: decoded side by side, queued together, all or none.
+
+        An image that cannot be decoded is answered with its error and never
+        queued; the others are admitted to the queue together or refused
+        together (QueueFullError), and the first of them to fail fails all.
+        """
+        progress = progress or Progress()
+        loop = asyncio.get_running_loop()
+        decoded = await asyncio.gather(
+            *(self._preprocess(data) for data in images), return_exceptions=True
+        )
+        for outcome in decoded:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ImageError):
+                raise outcome
+        submitted_at = loop.time()
+        preprocess_s = submitted_at - arrived_at
+        jobs = [Job(t, progress) for t in decoded if isinstance(t, torch.Tensor)]
+        for _ in jobs:
+            self.metrics.preprocess_duration.observe(preprocess_s)
+        progress.stage = "queue"
+        rows = iter(await self.batcher.submit_many(jobs, deadline=deadline))
+        done_at = loop.time()
+        return [
+            outcome
+            if isinstance(outcome, ImageError)
+            else _classification(next(rows), preprocess_s, done_at - submitted_at)
+            for outcome in decoded
+        ]
+
+    async def _preprocess(self, data: bytes) -> torch.Tensor:
+        """Decode and transform ``data`` on the decode pool, off the event loop."""
+        assert self.model is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._decode_pool,
+            preprocess.preprocess,
+            data,
+            self.model.preprocess,
+            self.settings.max_image_pixels,
+        )
 
     async def _run_batch(self, jobs: Sequence[Job]) -> list[Row]:
         """One forward pass; out of memory, retried once as two halves (smaller activations)."""
