@@ -89,3 +89,9 @@ def test_the_rules_are_checked_on_every_server_module() -> None:
     modules = {m for m in modules if not m.startswith("server.cli.")}
     unplaced = modules - set(WEB_LAYER) - set(MODEL_LAYER) - roots
     assert not unplaced, f"place these in WEB_LAYER or MODEL_LAYER: {sorted(unplaced)}"
+
+
+def test_the_client_imports_neither_torch_nor_the_server() -> None:
+    loaded = _modules_loaded_by(["batchserve_client"])
+    assert not loaded & {"torch", "PIL", "numpy", "fastapi", "server", "batcher"}, loaded
+    assert "httpx" in loaded

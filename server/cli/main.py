@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from typing import Final
 
 from server import __version__
-from server.cli import interrupt, quantize, serve
+from server.cli import interrupt, predict, quantize, serve
 from server.cli.interrupt import Interrupted
 
 #: Options that belong to the top-level parser, not to the implied ``serve``.
 _TOP_LEVEL_OPTIONS: Final = frozenset({"-h", "--help", "--version"})
-_SUBCOMMANDS: Final = (serve, quantize)
+_SUBCOMMANDS: Final = (serve, quantize, predict)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -509,3 +509,45 @@ def test_quantize_a_repository_then_serve_every_model_int8_from_the_cache(
     finally:
         running.stop()
     assert "quantized in" not in result.stdout  # the report alone on stdout
+
+
+def test_predict_prints_a_table_or_json_from_a_running_server(
+    tmp_path: Path, resnet_server
+) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    cat = str(Path(__file__).parents[1] / "data" / "cat.jpg")
+    command = [BATCHSERVE, "predict", cat, "--url", resnet_server.url, "--top-k", "2"]
+    table = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0] == cat
+    assert len(lines) == 3
+    assert re.fullmatch(r"\s+\d+\.\d\d%  .+ \(\d+\)", lines[1])
+    as_json = subprocess.run(
+        [*command[:3], str(bad), *command[3:], "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert as_json.returncode == 1  # one image could not be classified
+    first, second = json.loads(as_json.stdout)
+    assert first["image"] == cat
+    assert len(first["predictions"]) == 2
+    assert second["code"] == "invalid_image"
+
+
+def test_predict_says_why_when_there_is_no_server(tmp_path: Path) -> None:
+    cat = str(Path(__file__).parents[1] / "data" / "cat.jpg")
+    url = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [BATCHSERVE, "predict", cat, "--url", url], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert url in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = subprocess.run(
+        [BATCHSERVE, "predict", str(tmp_path / "nope.jpg")], capture_output=True, text=True
+    )
+    assert missing.returncode == 1
+    assert "no such file" in missing.stderr

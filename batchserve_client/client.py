@@ -1,0 +1,98 @@
+"""The blocking client: ``Client("http://host:8000").classify("cat.jpg")``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from batchserve_client import _http, types
+from batchserve_client._http import Image, Retry
+from batchserve_client.errors import NotReadyError
+
+
+class Client:
+    """A batchserve server, over HTTP, with retries on overload and connection failures.
+
+    ``deadline_s`` is sent as ``X-Request-Timeout``: the server answers 504
+    rather than compute past it. Use as a context manager, or call ``close``.
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        deadline_s: float | None = None,
+        retry: Retry | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.retry = retry or Retry()
+        self._http = httpx.Client(
+            base_url=url,
+            timeout=timeout_s,
+            headers=_http.headers(api_key, deadline_s),
+            transport=transport,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def classify(
+        self, image: Image, *, top_k: int = 5, model: str | None = None
+    ) -> types.Classification:
+        """One image (a path, bytes or a PIL image): its top-k classes."""
+        return types.classification(self._send(_http.classify_call(image, top_k, model)))
+
+    def classify_many(
+        self, images: Sequence[Image], *, top_k: int = 5, model: str | None = None
+    ) -> list[types.Classification | types.ImageError]:
+        """Several images in one request; an image the server cannot read gets an ImageError."""
+        return types.batch_results(self._send(_http.batch_call(images, top_k, model)))
+
+    def models(self) -> list[types.ModelSummary]:
+        """Every served model."""
+        return types.model_summaries(self._send(_http.MODELS))
+
+    def info(self) -> dict[str, Any]:
+        """``GET /info``: the default model, how it runs, the server's limits."""
+        return self._send(_http.INFO)
+
+    def wait_until_ready(self, timeout_s: float = 120.0, interval_s: float = 0.5) -> None:
+        """Return once ``/ready`` answers 200; :class:`NotReadyError` after ``timeout_s``."""
+        give_up_at = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self._http.get("/ready").status_code == 200:
+                    return
+            except _http.RETRIED_ERRORS:
+                pass
+            if time.monotonic() >= give_up_at:
+                raise NotReadyError(f"{self._http.base_url} not ready after {timeout_s:g} s")
+            time.sleep(interval_s)
+
+    def _send(self, call: _http.Call) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(call.method, call.path, **call.options)
+            except _http.RETRIED_ERRORS:
+                wait = self.retry.wait_s(attempt, None)
+                if wait is None:
+                    raise
+            else:
+                wait = self.retry.wait_s(attempt, response)
+                if wait is None:
+                    return _http.checked(response)
+            time.sleep(wait)
+            attempt += 1
