@@ -68,14 +68,17 @@ def retry_after_s(response: httpx.Response) -> float | None:
         return max(0.0, when.timestamp() - time.time()) if when else None
 
 
-def headers(api_key: str | None, deadline_s: float | None) -> dict[str, str]:
-    """The headers every request carries: the key, and the deadline the server enforces."""
-    result = {"Accept": "application/json"}
+def options(
+    url: str, api_key: str | None, timeout_s: float, deadline_s: float | None
+) -> dict[str, Any]:
+    """httpx client options: the base URL, the timeout, and the headers of every request
+    (the key, and the deadline the server enforces)."""
+    headers = {"Accept": "application/json"}
     if api_key:
-        result["Authorization"] = f"Bearer {api_key}"
+        headers["Authorization"] = f"Bearer {api_key}"
     if deadline_s is not None:
-        result["X-Request-Timeout"] = f"{deadline_s:g}"
-    return result
+        headers["X-Request-Timeout"] = f"{deadline_s:g}"
+    return {"base_url": url, "timeout": timeout_s, "headers": headers}
 
 
 def image_bytes(image: Image) -> bytes:

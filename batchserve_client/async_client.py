@@ -28,12 +28,8 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.retry = retry or Retry()
-        self._http = httpx.AsyncClient(
-            base_url=url,
-            timeout=timeout_s,
-            headers=_http.headers(api_key, deadline_s),
-            transport=transport,
-        )
+        options = _http.options(url, api_key, timeout_s, deadline_s)
+        self._http = httpx.AsyncClient(**options, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self

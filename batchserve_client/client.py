@@ -31,12 +31,8 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.retry = retry or Retry()
-        self._http = httpx.Client(
-            base_url=url,
-            timeout=timeout_s,
-            headers=_http.headers(api_key, deadline_s),
-            transport=transport,
-        )
+        options = _http.options(url, api_key, timeout_s, deadline_s)
+        self._http = httpx.Client(**options, transport=transport)
 
     def __enter__(self) -> Client:
         return self

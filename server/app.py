@@ -11,7 +11,7 @@ from fastapi.params import Depends as Dependency
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from server import __version__, info, routes
+from server import __version__, info, openapi, routes
 from server.auth import API_KEY_HEADER, ApiKeys, require_api_key
 from server.config import Settings
 from server.errors import DisconnectStage, ErrorCode, install_handlers
@@ -80,7 +80,9 @@ def create_app(
         version=__version__,
         summary="Dynamic-batching image classification server",
         lifespan=_lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
+    openapi.install(app)
     app.state.registry = build_registry(settings, metrics, models)
     app.state.describer = info
     app.state.metrics = metrics

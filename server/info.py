@@ -21,6 +21,7 @@ from server.schemas import (
     BatchingInfo,
     FidelityInfo,
     InfoResponse,
+    Limits,
     ModelInfo,
     ModelSummary,
     PlanInfo,
@@ -112,14 +113,16 @@ def _plan(unit: ModelUnit) -> PlanInfo:
     )
 
 
-def _limits(settings: Settings) -> dict[str, object]:
-    return {
-        "max_upload_mb": settings.max_upload_mb,
-        "max_image_pixels": settings.max_image_pixels,
-        "request_timeout_s": settings.request_timeout_s,
-        "max_top_k": MAX_TOP_K,
-        "formats": list(preprocess.ALLOWED_FORMATS),
-    }
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        max_upload_mb=settings.max_upload_mb,
+        max_request_mb=settings.max_request_mb,
+        max_files=settings.max_files,
+        max_image_pixels=settings.max_image_pixels,
+        request_timeout_s=settings.request_timeout_s,
+        max_top_k=MAX_TOP_K,
+        formats=list(preprocess.ALLOWED_FORMATS),
+    )
 
 
 def _versions() -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -66,26 +67,29 @@ probes = APIRouter()
 #: Prometheus' scrape target: open unless BATCHSERVE_PROTECT_METRICS.
 telemetry = APIRouter()
 
-_MULTIPART_BODY: Final[dict[str, Any]] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [FIELD],
-                    "properties": {
-                        FIELD: {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "The image: JPEG, PNG, WebP, GIF, BMP or TIFF",
-                        }
-                    },
-                }
-            }
-        },
+
+def _request_body(file_schema: dict[str, Any], raw: bool) -> dict[str, Any]:
+    """OpenAPI for a multipart body with ``file`` parts, and for raw image bytes if ``raw``."""
+    multipart = {
+        "schema": {"type": "object", "required": [FIELD], "properties": {FIELD: file_schema}}
     }
+    content: dict[str, Any] = {"multipart/form-data": multipart}
+    if raw:
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        content |= {"image/*": binary, "application/octet-stream": binary}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_IMAGE: Final = {
+    "type": "string",
+    "format": "binary",
+    "description": "The image: JPEG, PNG, WebP, GIF, BMP or TIFF",
 }
+_MULTIPART_BODY: Final = _request_body(_IMAGE, raw=True)
+_BATCH_BODY: Final = _request_body(
+    {"type": "array", "items": _IMAGE, "description": "1 to BATCHSERVE_MAX_FILES images"},
+    raw=False,
+)
 
 
 def _registry(request: Request) -> ModelRegistry:
@@ -168,7 +172,17 @@ async def predict_with(request: Request, name: ModelName, top_k: TopK = 5) -> Pr
     return await _predict(request, _unit(request, name), top_k)
 
 
-async def _predict(request: Request, unit: ModelUnit, top_k: int) -> PredictResponse:
+@dataclass(frozen=True, slots=True)
+class _Admission:
+    """A request let in: when it arrived, when its answer is due, when its body must be in."""
+
+    arrived_at: float
+    deadline: float
+    read_by: float
+
+
+async def _admit(request: Request, unit: ModelUnit) -> _Admission:
+    """Before the body is read: the rate limit, the deadline, readiness and room in the queue."""
     request.state.model = unit.name
     limiter: ClientRateLimiter | None = request.app.state.limiter
     if limiter is not None:
@@ -177,10 +191,15 @@ async def _predict(request: Request, unit: ModelUnit, top_k: int) -> PredictResp
     timeout_s = _request_timeout(request, settings.request_timeout_s)
     _ensure_accepting(unit)
     arrived_at: float = request.state.arrived_at
-    read_by = arrived_at + settings.body_timeout_s
-    data = await _read_body(read_image_bytes(request, settings.max_upload_bytes), read_by)
+    return _Admission(arrived_at, arrived_at + timeout_s, arrived_at + settings.body_timeout_s)
+
+
+async def _predict(request: Request, unit: ModelUnit, top_k: int) -> PredictResponse:
+    admitted = await _admit(request, unit)
+    reading = read_image_bytes(request, unit.settings.max_upload_bytes)
+    data = await _read_body(reading, admitted.read_by)
     progress = Progress()
-    work = unit.classify(data, arrived_at, arrived_at + timeout_s, progress)
+    work = unit.classify(data, admitted.arrived_at, admitted.deadline, progress)
     # Image and batcher errors pass through to errors.py's handlers.
     result = await cancel_on_disconnect(request, work, progress)
     unit.metrics.count_images(_endpoint(request), 1)
@@ -239,26 +258,6 @@ def _answer(
     )
 
 
-_BATCH_BODY: Final[dict[str, Any]] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [FIELD],
-                    "properties": {
-                        FIELD: {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "1 to BATCHSERVE_MAX_FILES images, each its own part",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
 _BATCH_DOCS: Final[dict[str, Any]] = {
     "response_model": BatchPredictResponse,
     "response_model_exclude_none": True,
@@ -289,21 +288,15 @@ async def predict_batch_with(
 
 
 async def _predict_batch(request: Request, unit: ModelUnit, top_k: int) -> BatchPredictResponse:
-    request.state.model = unit.name
-    limiter: ClientRateLimiter | None = request.app.state.limiter
-    if limiter is not None:
-        await limiter.check(request)
+    admitted = await _admit(request, unit)
     settings = unit.settings
-    timeout_s = _request_timeout(request, settings.request_timeout_s)
-    _ensure_accepting(unit)
-    arrived_at: float = request.state.arrived_at
     reading = read_image_parts(
         request, settings.max_upload_bytes, settings.max_request_bytes, settings.max_files
     )
-    parts = await _read_body(reading, arrived_at + settings.body_timeout_s)
-    good = [part for part in parts if part.error is None]
+    parts = await _read_body(reading, admitted.read_by)
+    good = [part.data for part in parts if part.error is None]
     progress = Progress()
-    work = unit.classify_many([p.data for p in good], arrived_at, arrived_at + timeout_s, progress)
+    work = unit.classify_many(good, admitted.arrived_at, admitted.deadline, progress)
     outcomes = iter(await cancel_on_disconnect(request, work, progress))
     results = [part.error or next(outcomes) for part in parts]
     answered = [r for r in results if not isinstance(r, Exception)]

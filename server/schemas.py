@@ -124,6 +124,18 @@ class PlanInfo(BaseModel):
     threads_per_worker: int
 
 
+class Limits(BaseModel):
+    """What a request may send."""
+
+    max_upload_mb: float = Field(description="Largest image file, MiB")
+    max_request_mb: float = Field(description="Largest /predict/batch body, MiB")
+    max_files: int = Field(description="Most images in one /predict/batch")
+    max_image_pixels: int = Field(description="Most pixels an image may declare")
+    request_timeout_s: float = Field(description="A request's deadline from its arrival")
+    max_top_k: int = Field(description="The largest top_k")
+    formats: list[str] = Field(description="Accepted image formats (Pillow's names)")
+
+
 class ModelSummary(BaseModel):
     """One served model, as ``GET /models`` lists it."""
 
@@ -160,7 +172,7 @@ class ModelInfo(BaseModel):
     compiled: bool = Field(description="torch.compile (inductor) in use")
     threads_per_worker: int
     batching: BatchingInfo
-    limits: dict[str, Any]
+    limits: Limits
     versions: dict[str, str]
     engine: str = Field(description="torch or openvino")
     plan: PlanInfo

@@ -156,6 +156,22 @@ def test_openapi_documents_every_endpoint_the_upload_and_the_errors(api) -> None
     assert {"200", "400", "413", "415", "422", "500", "503", "504"} <= set(predict["responses"])
     error_ref = predict["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
     assert error_ref.endswith("/ErrorResponse")
+    assert {"image/*", "application/octet-stream"} <= set(predict["requestBody"]["content"])
+
+
+def test_openapi_has_readable_operation_ids_headers_and_typed_limits(api) -> None:
+    schema = api.get("/openapi.json").json()
+    ids = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
+    assert {"predict", "predict_with", "predict_batch", "predict_batch_with", "info", "models",
+            "model", "health", "ready", "metrics"} <= ids  # fmt: skip
+    for path in schema["paths"].values():
+        for operation in path.values():
+            for status, response in operation["responses"].items():
+                assert "X-Request-ID" in response["headers"], (operation["operationId"], status)
+                assert ("Retry-After" in response["headers"]) == (status in ("429", "503"))
+    limits = schema["components"]["schemas"]["Limits"]["properties"]
+    assert {"max_upload_mb", "max_request_mb", "max_files", "max_top_k"} <= set(limits)
+    assert api.get("/info").json()["limits"]["max_files"] == 16
 
 
 # --- every error code the shared server can produce -------------------------------------
