@@ -11,7 +11,7 @@ from fastapi.params import Depends as Dependency
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from server import __version__, info, openapi, routes
+from server import __version__, info, oip, openapi, routes
 from server.auth import API_KEY_HEADER, ApiKeys, require_api_key
 from server.config import Settings
 from server.errors import DisconnectStage, ErrorCode, install_handlers
@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 ENDPOINTS = (
     "/predict", "/predict/batch", "/models/{name}/predict", "/models/{name}/predict/batch",
     "/models", "/models/{name}", "/health", "/ready", "/info", "/metrics",
+    "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
+    "/v2/models/{name}/versions/{version}", "/v2/models/{name}/ready",
+    "/v2/models/{name}/versions/{version}/ready", "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}/infer",
 )  # fmt: skip
 
 
@@ -98,7 +102,9 @@ def _include_routes(app: FastAPI, settings: Settings) -> None:
     """The API behind the keys (when set); probes always open; /metrics open unless protected."""
     guard: list[Dependency] = [Depends(require_api_key)] if settings.api_key_list else []
     app.include_router(routes.router, dependencies=guard)
+    app.include_router(oip.router, dependencies=guard)
     app.include_router(routes.probes)
+    app.include_router(oip.probes)
     app.include_router(routes.telemetry, dependencies=guard if settings.protect_metrics else [])
 
 

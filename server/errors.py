@@ -160,12 +160,28 @@ def error_response(error: ApiError, request_id: str | None) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers())
 
 
+#: Paths under this prefix speak the Open Inference Protocol, errors included.
+OIP_PREFIX: Final = "/v2"
+
+
+def oip_error_response(error: ApiError) -> JSONResponse:
+    """The Open Inference Protocol's error body, ``{"error": "message"}``, same status."""
+    return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers())
+
+
+def response_for(path: str, error: ApiError, request_id: str | None) -> JSONResponse:
+    """``error`` in the shape its path speaks: the protocol's under /v2, ours elsewhere."""
+    if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/"):
+        return oip_error_response(error)
+    return error_response(error, request_id)
+
+
 def respond(request: Request, error: ApiError) -> JSONResponse:
-    """Count ``error`` in ``batchserve_errors_total`` and answer it."""
+    """Count ``error`` in ``batchserve_errors_total`` and answer it in the path's own shape."""
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.errors.labels(code=error.code.value).inc()
-    return error_response(error, request_id_of(request))
+    return response_for(request.url.path, error, request_id_of(request))
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:

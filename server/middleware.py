@@ -12,7 +12,7 @@ from typing import Final
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import CLIENT_CLOSED_STATUS, ApiError, ErrorCode, error_response
+from server.errors import CLIENT_CLOSED_STATUS, ApiError, ErrorCode, response_for
 from server.metrics import Metrics
 
 logger = logging.getLogger("batchserve.access")
@@ -111,7 +111,7 @@ class _ResponseWatch:
             return
         error = ApiError(ErrorCode.INTERNAL_ERROR, "an internal error occurred")
         self._metrics.errors.labels(code=error.code.value).inc()
-        response = error_response(error, self.request_id)
+        response = response_for(scope["path"], error, self.request_id)
         await response(scope, _no_receive, self.send)
 
 

@@ -92,7 +92,8 @@ _BATCH_BODY: Final = _request_body(
 )
 
 
-def _registry(request: Request) -> ModelRegistry:
+def registry_of(request: Request) -> ModelRegistry:
+    """The app's models."""
     registry: ModelRegistry = request.app.state.registry
     return registry
 
@@ -102,9 +103,9 @@ def _describer(request: Request) -> Describer:
     return describer
 
 
-def _unit(request: Request, name: str) -> ModelUnit:
+def unit_named(request: Request, name: str) -> ModelUnit:
     """The unit serving ``name``; 404 ``model_not_found`` naming the served ones."""
-    registry = _registry(request)
+    registry = registry_of(request)
     unit = registry.get(name)
     if unit is None:
         raise ApiError(
@@ -163,17 +164,17 @@ ModelName = Annotated[str, Path(description="A served model's name (GET /models)
 @router.post("/predict", summary="Classify one image", **_PREDICT_DOCS)
 async def predict(request: Request, top_k: TopK = 5) -> PredictResponse:
     """Upload one image (multipart field ``file``); get its top-k classes from the default model."""
-    return await _predict(request, _registry(request).default, top_k)
+    return await _predict(request, registry_of(request).default, top_k)
 
 
 @router.post("/models/{name}/predict", summary="Classify one image with a model", **_PREDICT_DOCS)
 async def predict_with(request: Request, name: ModelName, top_k: TopK = 5) -> PredictResponse:
     """The /predict contract, on the model ``name``; 404 ``model_not_found`` if none."""
-    return await _predict(request, _unit(request, name), top_k)
+    return await _predict(request, unit_named(request, name), top_k)
 
 
 @dataclass(frozen=True, slots=True)
-class _Admission:
+class Admission:
     """A request let in: when it arrived, when its answer is due, when its body must be in."""
 
     arrived_at: float
@@ -181,7 +182,7 @@ class _Admission:
     read_by: float
 
 
-async def _admit(request: Request, unit: ModelUnit) -> _Admission:
+async def admit(request: Request, unit: ModelUnit) -> Admission:
     """Before the body is read: the rate limit, the deadline, readiness and room in the queue."""
     request.state.model = unit.name
     limiter: ClientRateLimiter | None = request.app.state.limiter
@@ -191,27 +192,28 @@ async def _admit(request: Request, unit: ModelUnit) -> _Admission:
     timeout_s = _request_timeout(request, settings.request_timeout_s)
     _ensure_accepting(unit)
     arrived_at: float = request.state.arrived_at
-    return _Admission(arrived_at, arrived_at + timeout_s, arrived_at + settings.body_timeout_s)
+    return Admission(arrived_at, arrived_at + timeout_s, arrived_at + settings.body_timeout_s)
 
 
 async def _predict(request: Request, unit: ModelUnit, top_k: int) -> PredictResponse:
-    admitted = await _admit(request, unit)
+    admitted = await admit(request, unit)
     reading = read_image_bytes(request, unit.settings.max_upload_bytes)
-    data = await _read_body(reading, admitted.read_by)
+    data = await read_within(reading, admitted.read_by)
     progress = Progress()
     work = unit.classify(data, admitted.arrived_at, admitted.deadline, progress)
     # Image and batcher errors pass through to errors.py's handlers.
     result = await cancel_on_disconnect(request, work, progress)
-    unit.metrics.count_images(_endpoint(request), 1)
+    unit.metrics.count_images(endpoint_path(request), 1)
     return _answer(request, unit, result, top_k)
 
 
-def _endpoint(request: Request) -> str:
+def endpoint_path(request: Request) -> str:
+    """The matched route's path template (a metrics label)."""
     route = request.scope.get("route")
     return str(getattr(route, "path", request.url.path))
 
 
-async def _read_body(reading: Awaitable[T], read_by: float) -> T:
+async def read_within(reading: Awaitable[T], read_by: float) -> T:
     """The upload, or 408 ``request_timeout`` when the body is not in by ``read_by``.
 
     A client trickling its upload holds only its own connection: nothing is
@@ -274,7 +276,7 @@ async def predict_batch(request: Request, top_k: TopK = 5) -> BatchPredictRespon
     too large, gets its own error entry and the others their answers. Overload
     and deadlines fail the whole request, as on /predict.
     """
-    return await _predict_batch(request, _registry(request).default, top_k)
+    return await _predict_batch(request, registry_of(request).default, top_k)
 
 
 @router.post(
@@ -284,23 +286,23 @@ async def predict_batch_with(
     request: Request, name: ModelName, top_k: TopK = 5
 ) -> BatchPredictResponse:
     """The /predict/batch contract, on the model ``name``."""
-    return await _predict_batch(request, _unit(request, name), top_k)
+    return await _predict_batch(request, unit_named(request, name), top_k)
 
 
 async def _predict_batch(request: Request, unit: ModelUnit, top_k: int) -> BatchPredictResponse:
-    admitted = await _admit(request, unit)
+    admitted = await admit(request, unit)
     settings = unit.settings
     reading = read_image_parts(
         request, settings.max_upload_bytes, settings.max_request_bytes, settings.max_files
     )
-    parts = await _read_body(reading, admitted.read_by)
+    parts = await read_within(reading, admitted.read_by)
     good = [part.data for part in parts if part.error is None]
     progress = Progress()
     work = unit.classify_many(good, admitted.arrived_at, admitted.deadline, progress)
     outcomes = iter(await cancel_on_disconnect(request, work, progress))
     results = [part.error or next(outcomes) for part in parts]
     answered = [r for r in results if not isinstance(r, Exception)]
-    unit.metrics.count_images(_endpoint(request), len(answered))
+    unit.metrics.count_images(endpoint_path(request), len(answered))
     return BatchPredictResponse(
         results=[
             _item(unit, part, result, top_k) for part, result in zip(parts, results, strict=True)
@@ -341,7 +343,7 @@ async def health() -> StatusResponse:
 )
 async def ready(request: Request) -> StatusResponse | JSONResponse:
     """200 once every model is loaded and warmed up; 503 before that and while draining."""
-    registry = _registry(request)
+    registry = registry_of(request)
     if not registry.ready:
         return respond(request, ApiError(ErrorCode.NOT_READY, registry.not_ready_reason))
     return StatusResponse(status="ready")
@@ -355,7 +357,7 @@ async def ready(request: Request) -> StatusResponse | JSONResponse:
 )
 async def info(request: Request) -> InfoResponse:
     """The default model: preprocessing, device, precision, batching and versions; every model."""
-    answer = _describer(request).info(_registry(request))
+    answer = _describer(request).info(registry_of(request))
     if answer is None:
         raise ApiError(ErrorCode.NOT_READY, "the model is not loaded yet")
     return answer
@@ -365,7 +367,7 @@ async def info(request: Request) -> InfoResponse:
             responses=error_responses(401))  # fmt: skip
 async def models(request: Request) -> ModelsResponse:
     """Each served model: name, readiness, engine, precision and number of classes."""
-    return ModelsResponse(models=_describer(request).summaries(_registry(request)))
+    return ModelsResponse(models=_describer(request).summaries(registry_of(request)))
 
 
 @router.get(
@@ -376,7 +378,7 @@ async def models(request: Request) -> ModelsResponse:
 )
 async def model(request: Request, name: ModelName) -> ModelInfo:
     """The model ``name``, described as /info describes the default one."""
-    answer = _describer(request).describe(_unit(request, name))
+    answer = _describer(request).describe(unit_named(request, name))
     if answer is None:
         raise ApiError(ErrorCode.NOT_READY, f"the model {name} is not loaded yet")
     return answer

@@ -266,27 +266,54 @@ class ModelUnit:
         together (QueueFullError), and the first of them to fail fails all.
         """
         progress = progress or Progress()
-        loop = asyncio.get_running_loop()
         decoded = await asyncio.gather(
             *(self._preprocess(data) for data in images), return_exceptions=True
         )
         for outcome in decoded:
             if isinstance(outcome, BaseException) and not isinstance(outcome, ImageError):
                 raise outcome
+        tensors = [t for t in decoded if isinstance(t, torch.Tensor)]
+        answers = iter(await self._submit_many(tensors, arrived_at, deadline, progress))
+        return [o if isinstance(o, ImageError) else next(answers) for o in decoded]
+
+    async def classify_pixels(
+        self,
+        pixels: bytes,
+        count: int,
+        arrived_at: float,
+        deadline: float,
+        progress: Progress | None = None,
+    ) -> list[Classification]:
+        """``count`` preprocessed images: little-endian float32 ``[count, 3, crop, crop]``.
+
+        They skip decoding and go to the queue together, all or none.
+        """
+        assert self.model is not None
+        crop = self.model.preprocess.crop_size
+        batch = torch.frombuffer(bytearray(pixels), dtype=torch.float32)
+        tensors = list(batch.reshape(count, 3, crop, crop))
+        return await self._submit_many(tensors, arrived_at, deadline, progress or Progress())
+
+    async def _submit_many(
+        self, tensors: list[torch.Tensor], arrived_at: float, deadline: float, progress: Progress
+    ) -> list[Classification]:
+        loop = asyncio.get_running_loop()
         submitted_at = loop.time()
         preprocess_s = submitted_at - arrived_at
-        jobs = [Job(t, progress) for t in decoded if isinstance(t, torch.Tensor)]
-        for _ in jobs:
+        for _ in tensors:
             self.metrics.preprocess_duration.observe(preprocess_s)
         progress.stage = "queue"
-        rows = iter(await self.batcher.submit_many(jobs, deadline=deadline))
-        done_at = loop.time()
-        return [
-            outcome
-            if isinstance(outcome, ImageError)
-            else _classification(next(rows), preprocess_s, done_at - submitted_at)
-            for outcome in decoded
-        ]
+        jobs = [Job(tensor, progress) for tensor in tensors]
+        rows = await self.batcher.submit_many(jobs, deadline=deadline)
+        waited_s = loop.time() - submitted_at
+        return [_classification(row, preprocess_s, waited_s) for row in rows]
+
+    @staticmethod
+    def probability_bytes(results: Sequence[Classification]) -> bytes:
+        """Every class's probability of each result: little-endian float32 ``[N, classes]``."""
+        rows = [result.row.probabilities for result in results]
+        assert all(row is not None for row in rows)
+        return torch.stack(rows).numpy().astype("<f4").tobytes()  # type: ignore[arg-type]
 
     async def _preprocess(self, data: bytes) -> torch.Tensor:
         """Decode and transform ``data`` on the decode pool, off the event loop."""

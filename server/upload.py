@@ -94,9 +94,17 @@ async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
         await form.close()
 
 
-async def _raw_body(request: Request, max_bytes: int) -> bytes:
+async def read_raw_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, up to ``max_bytes`` (413 above, declared or as it arrives)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes, "the request")
     chunks = [chunk async for chunk in _limited(request.stream(), max_bytes, overhead=0)]
-    data = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def _raw_body(request: Request, max_bytes: int) -> bytes:
+    data = await read_raw_body(request, max_bytes)
     if not data:
         raise ApiError(ErrorCode.EMPTY_FILE, "the request body is empty")
     return data

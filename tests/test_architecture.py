@@ -56,7 +56,7 @@ def _modules_loaded_by(imports: list[str]) -> set[str]:
 WEB_LAYER = [
     "server.routes", "server.errors", "server.schemas", "server.metrics", "server.middleware",
     "server.auth", "server.upload", "server.ratelimit", "server.http_head", "server.progress",
-    "server.image_errors", "server.config", "server.openapi",
+    "server.image_errors", "server.config", "server.openapi", "server.oip", "server.oip_codec",
 ]  # fmt: skip
 #: Models and engines: loading, converting, running. No web framework.
 MODEL_LAYER = [

@@ -27,6 +27,8 @@ class Row:
     top: tuple[tuple[int, float], ...]
     batch_size: int
     inference_s: float
+    #: Every class's probability: a CPU float32 tensor (a row of the batch's, no copy).
+    probabilities: torch.Tensor | None = None
 
 
 class Engine(Protocol):
@@ -72,5 +74,8 @@ def rows_from_logits(
     probabilities = logits.float().softmax(dim=1) if softmax else logits.float()
     values, indices = probabilities.topk(top_k, dim=1)
     pairs = torch.stack([indices.to(torch.float64), values.to(torch.float64)], dim=2)
-    host = pairs.cpu().tolist()
-    return [Row(tuple((int(i), p) for i, p in row), batch_size, elapsed_s) for row in host]
+    host, every = pairs.cpu().tolist(), probabilities.cpu()
+    return [
+        Row(tuple((int(i), p) for i, p in row), batch_size, elapsed_s, every[n])
+        for n, row in enumerate(host)
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -125,7 +126,7 @@ class TorchEngine:
             logits = self._module(self._assemble(batch))[: len(batch)]
             rows = rows_from_logits(logits, len(batch), self._top_k, 0.0, softmax=self._softmax)
         elapsed = time.perf_counter() - started
-        return [Row(row.top, row.batch_size, elapsed) for row in rows]
+        return [dataclasses.replace(row, inference_s=elapsed) for row in rows]
 
     @property
     def version(self) -> str:

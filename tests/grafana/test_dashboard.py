@@ -69,14 +69,16 @@ def test_request_queries_cover_every_predict_endpoint_and_filter_the_model() -> 
         for match in re.finditer(r"(batchserve_\w+)\{([^}]*)\}", expr):
             name, selector = match.groups()
             if name.startswith("batchserve_request"):
-                assert 'endpoint=~".*predict.*"' in selector, title
+                assert 'endpoint=~".*(predict|infer).*"' in selector, title
             if name not in ("batchserve_errors_total", "batchserve_inflight_requests"):
                 assert 'model=~"$model"' in selector, (title, name)
 
 
-def test_predict_endpoint_filter_matches_every_predict_route() -> None:
+def test_predict_endpoint_filter_matches_every_inference_route() -> None:
     from server.app import ENDPOINTS
 
-    predict = [e for e in ENDPOINTS if re.fullmatch(".*predict.*", e)]
-    assert {"/predict", "/models/{name}/predict"} <= set(predict)
-    assert not [e for e in ENDPOINTS if e not in predict and "predict" in e]
+    matched = {e for e in ENDPOINTS if re.fullmatch(".*(predict|infer).*", e)}
+    assert matched == {
+        "/predict", "/predict/batch", "/models/{name}/predict", "/models/{name}/predict/batch",
+        "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer",
+    }  # fmt: skip

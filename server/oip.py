@@ -1,0 +1,236 @@
+"""The Open Inference Protocol (KServe v2) over HTTP, under /v2.
+
+Standard clients (tritonclient, the KServe SDK) can call batchserve as they call
+Triton, KServe, MLServer or OpenVINO Model Server. Each served model has one
+version, "1", two inputs of which a request sends one (IMAGE: BYTES [N] of
+encoded files; PIXELS: FP32 [N, 3, H, W] already preprocessed) and one output,
+PROBABILITIES (FP32 [N, classes]; with the classification extension, BYTES
+[N, k] of "probability:index:label"). Errors under /v2 have the protocol's
+shape, ``{"error": "message"}`` (errors.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+from fastapi import APIRouter, Path, Request, Response
+
+from server import __version__, oip_codec
+from server.config import MAX_TOP_K
+from server.errors import ApiError, ErrorCode, from_image_error
+from server.oip_codec import IMAGE, PIXELS, PROBABILITIES, InferRequest, OutputTensor
+from server.progress import Progress
+from server.routes import admit, endpoint_path, read_within, registry_of, unit_named
+from server.upload import cancel_on_disconnect, read_raw_body
+
+if TYPE_CHECKING:
+    from server.unit import Classification, ModelUnit
+
+#: Metadata, model metadata and inference: behind the API keys when set.
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
+#: Liveness and readiness: always open.
+probes = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
+
+VERSION: Final = "1"
+EXTENSIONS: Final = ("classification", "binary_tensor_data")
+ModelName = Annotated[str, Path(description="A served model's name")]
+Version = Annotated[str, Path(description='The one version, "1"')]
+
+
+@probes.get("/health/live", summary="Protocol liveness")
+async def oip_live() -> Response:
+    """200 while the process is alive."""
+    return Response(status_code=200)
+
+
+@probes.get("/health/ready", summary="Protocol readiness")
+async def oip_ready(request: Request) -> Response:
+    """200 when every model is ready, else 503 with the reason."""
+    registry = registry_of(request)
+    if not registry.ready:
+        raise ApiError(ErrorCode.NOT_READY, registry.not_ready_reason)
+    return Response(status_code=200)
+
+
+@router.get("", summary="Protocol server metadata")
+async def oip_server() -> dict[str, Any]:
+    """The server's name, version and protocol extensions."""
+    return {"name": "batchserve", "version": __version__, "extensions": list(EXTENSIONS)}
+
+
+def _unit(request: Request, name: str, version: str = VERSION) -> ModelUnit:
+    unit = unit_named(request, name)
+    if version != VERSION:
+        raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"model {name} has one version, {VERSION!r}")
+    return unit
+
+
+@router.get("/models/{name}", summary="Protocol model metadata")
+async def oip_model(request: Request, name: ModelName) -> dict[str, Any]:
+    """The model's inputs and outputs, named, typed and shaped."""
+    return _metadata(_unit(request, name))
+
+
+@router.get("/models/{name}/versions/{version}", summary="Protocol model metadata, versioned")
+async def oip_model_version(request: Request, name: ModelName, version: Version) -> dict[str, Any]:
+    """The model's inputs and outputs, of its one version."""
+    return _metadata(_unit(request, name, version))
+
+
+def _metadata(unit: ModelUnit) -> dict[str, Any]:
+    if unit.model is None:
+        raise ApiError(ErrorCode.NOT_READY, f"the model {unit.name} is not loaded yet")
+    crop = unit.model.preprocess.crop_size
+    return {
+        "name": unit.name,
+        "versions": [VERSION],
+        "platform": f"batchserve_{unit.plan.engine}",
+        "inputs": [
+            {"name": IMAGE, "datatype": "BYTES", "shape": [-1]},
+            {"name": PIXELS, "datatype": "FP32", "shape": [-1, 3, crop, crop]},
+        ],
+        "outputs": [
+            {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, unit.model.num_classes]}
+        ],
+    }
+
+
+@router.get("/models/{name}/ready", summary="Protocol model readiness")
+async def oip_model_ready(request: Request, name: ModelName) -> Response:
+    """200 when the model is ready, else 503 with the reason."""
+    return _readiness(_unit(request, name))
+
+
+@router.get(
+    "/models/{name}/versions/{version}/ready", summary="Protocol model readiness, versioned"
+)
+async def oip_model_version_ready(request: Request, name: ModelName, version: Version) -> Response:
+    """200 when the model's one version is ready, else 503 with the reason."""
+    return _readiness(_unit(request, name, version))
+
+
+def _readiness(unit: ModelUnit) -> Response:
+    if not unit.ready:
+        raise ApiError(ErrorCode.NOT_READY, unit.not_ready_reason)
+    return Response(status_code=200)
+
+
+@router.post("/models/{name}/infer", summary="Protocol inference")
+async def oip_infer(request: Request, name: ModelName) -> Response:
+    """Classify the images of one input tensor; JSON or binary tensor data, both ways."""
+    return await _infer(request, _unit(request, name))
+
+
+@router.post("/models/{name}/versions/{version}/infer", summary="Protocol inference, versioned")
+async def oip_infer_version(request: Request, name: ModelName, version: Version) -> Response:
+    """Inference on the model's one version."""
+    return await _infer(request, _unit(request, name, version))
+
+
+async def _infer(request: Request, unit: ModelUnit) -> Response:
+    admitted = await admit(request, unit)
+    settings = unit.settings
+    body = await read_within(read_raw_body(request, settings.max_request_bytes), admitted.read_by)
+    infer = _parse(body, request.headers.get(oip_codec.HEADER_LENGTH))
+    deadline = admitted.deadline
+    if infer.timeout_us is not None:
+        deadline = min(deadline, admitted.arrived_at + infer.timeout_us / 1e6)
+    progress = Progress()
+    work = _classify(unit, infer, admitted.arrived_at, deadline, progress)
+    results = await cancel_on_disconnect(request, work, progress)
+    unit.metrics.count_images(endpoint_path(request), len(results))
+    content, headers = oip_codec.response(unit.name, infer.id, _outputs(unit, infer, results))
+    return Response(content, headers=headers)
+
+
+def _parse(body: bytes, header_length: str | None) -> InferRequest:
+    try:
+        return oip_codec.parse(body, header_length)
+    except oip_codec.ProtocolError as exc:
+        raise ApiError(ErrorCode.BAD_REQUEST, str(exc)) from None
+
+
+async def _classify(
+    unit: ModelUnit, infer: InferRequest, arrived_at: float, deadline: float, progress: Progress
+) -> list[Classification]:
+    """The one input's images through the unit; an unreadable image fails the request (400)."""
+    if len(infer.inputs) != 1 or infer.inputs[0].name not in (IMAGE, PIXELS):
+        raise ApiError(ErrorCode.BAD_REQUEST, f"send exactly one input: {IMAGE} or {PIXELS}")
+    tensor = infer.inputs[0]
+    count = tensor.shape[0] if tensor.shape else 0
+    if not 1 <= count <= unit.settings.max_files:
+        raise ApiError(
+            ErrorCode.BAD_REQUEST, f"send 1 to {unit.settings.max_files} images, not {count}"
+        )
+    if tensor.name == PIXELS:
+        pixels = _pixels(unit, tensor)
+        return await unit.classify_pixels(pixels, count, arrived_at, deadline, progress)
+    images = _images(tensor, count)
+    results = await unit.classify_many(images, arrived_at, deadline, progress)
+    for index, result in enumerate(results):
+        if isinstance(result, Exception):
+            error = from_image_error(result)
+            raise ApiError(error.code, f"image {index}: {error.message}")
+    return results  # type: ignore[return-value]  # no ImageError left
+
+
+def _images(tensor: oip_codec.Input, count: int) -> list[bytes]:
+    if tensor.datatype != "BYTES" or len(tensor.shape) != 1:
+        raise ApiError(ErrorCode.BAD_REQUEST, f"{IMAGE} must be BYTES of shape [N]")
+    images: list[bytes] = _decoded(oip_codec.byte_elements, tensor)
+    if len(images) != count:
+        raise ApiError(
+            ErrorCode.BAD_REQUEST, f"{IMAGE} has {len(images)} elements, shape says {count}"
+        )
+    return images
+
+
+def _pixels(unit: ModelUnit, tensor: oip_codec.Input) -> bytes:
+    assert unit.model is not None
+    crop = unit.model.preprocess.crop_size
+    if tensor.datatype != "FP32" or tuple(tensor.shape[1:]) != (3, crop, crop):
+        raise ApiError(
+            ErrorCode.BAD_REQUEST, f"{PIXELS} must be FP32 of shape [N, 3, {crop}, {crop}]"
+        )
+    pixels: bytes = _decoded(oip_codec.fp32_bytes, tensor)
+    return pixels
+
+
+def _decoded(read: Any, tensor: oip_codec.Input) -> Any:
+    try:
+        return read(tensor)
+    except oip_codec.ProtocolError as exc:
+        raise ApiError(ErrorCode.BAD_REQUEST, str(exc)) from None
+
+
+def _outputs(
+    unit: ModelUnit, infer: InferRequest, results: list[Classification]
+) -> list[OutputTensor]:
+    """PROBABILITIES as asked: full FP32 rows, or the top k as classification strings."""
+    binary_default = bool(infer.parameters.get("binary_data_output", False))
+    wanted = infer.outputs or [oip_codec.Output(PROBABILITIES, binary_default)]
+    outputs = []
+    for output in wanted:
+        if output.name != PROBABILITIES:
+            raise ApiError(
+                ErrorCode.BAD_REQUEST, f"unknown output {output.name!r}: {PROBABILITIES}"
+            )
+        outputs.append(_output(unit, output, results))
+    return outputs
+
+
+def _output(
+    unit: ModelUnit, output: oip_codec.Output, results: list[Classification]
+) -> OutputTensor:
+    assert unit.model is not None
+    count = len(results)
+    if not output.classification:
+        classes = unit.model.num_classes
+        fp32 = unit.probability_bytes(results)
+        return OutputTensor(PROBABILITIES, "FP32", (count, classes), output.binary, fp32=fp32)
+    k = min(output.classification, MAX_TOP_K, unit.model.num_classes)
+    labels = unit.model.categories
+    elements = tuple(
+        f"{p:f}:{i}:{labels[i]}".encode() for result in results for i, p in result.row.top[:k]
+    )
+    return OutputTensor(PROBABILITIES, "BYTES", (count, k), output.binary, elements=elements)
