@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -69,11 +69,15 @@ def retry_after_s(response: httpx.Response) -> float | None:
 
 
 def options(
-    url: str, api_key: str | None, timeout_s: float, deadline_s: float | None
+    url: str,
+    api_key: str | None,
+    timeout_s: float,
+    deadline_s: float | None,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """httpx client options: the base URL, the timeout, and the headers of every request
-    (the key, and the deadline the server enforces)."""
-    headers = {"Accept": "application/json"}
+    (the key, the deadline the server enforces, and any ``extra``)."""
+    headers = {"Accept": "application/json", **(extra or {})}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     if deadline_s is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -25,10 +25,11 @@ class AsyncClient:
         timeout_s: float = 60.0,
         deadline_s: float | None = None,
         retry: Retry | None = None,
+        headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.retry = retry or Retry()
-        options = _http.options(url, api_key, timeout_s, deadline_s)
+        options = _http.options(url, api_key, timeout_s, deadline_s, headers)
         self._http = httpx.AsyncClient(**options, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:

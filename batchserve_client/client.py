@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -17,7 +17,8 @@ class Client:
     """A batchserve server, over HTTP, with retries on overload and connection failures.
 
     ``deadline_s`` is sent as ``X-Request-Timeout``: the server answers 504
-    rather than compute past it. Use as a context manager, or call ``close``.
+    rather than compute past it; ``headers`` go with every request (tracing,
+    a proxy's). Use as a context manager, or call ``close``.
     """
 
     def __init__(
@@ -28,10 +29,11 @@ class Client:
         timeout_s: float = 60.0,
         deadline_s: float | None = None,
         retry: Retry | None = None,
+        headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.retry = retry or Retry()
-        options = _http.options(url, api_key, timeout_s, deadline_s)
+        options = _http.options(url, api_key, timeout_s, deadline_s, headers)
         self._http = httpx.Client(**options, transport=transport)
 
     def __enter__(self) -> Client:

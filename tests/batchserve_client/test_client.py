@@ -171,3 +171,17 @@ def test_the_deadline_and_the_key_travel_with_every_request(gated) -> None:
         engine.gate.set()
         blocker.result(timeout=60)
     assert (late.value.status, late.value.code) == (504, "deadline_exceeded")
+
+
+def test_rate_limits_are_retried_then_raised(guarded_server: RunningServer) -> None:
+    """The limiter's Retry-After (up to a minute) is capped by max_wait_s; each try counts."""
+    before = guarded_server.metric("batchserve_errors_total", code="rate_limited")
+    retry = Retry(attempts=3, max_wait_s=0.05)
+    proxy = {"X-Forwarded-For": "198.51.100.91"}  # a client of its own behind the trusted proxy
+    with Client(guarded_server.url, retry=retry, headers=proxy) as client:
+        for _ in range(3):  # the limit: 3 a minute
+            assert client.classify(photo("cat.jpg")).top
+        with pytest.raises(BatchserveError) as limited:
+            client.classify(photo("cat.jpg"))
+    assert (limited.value.status, limited.value.code) == (429, "rate_limited")
+    assert guarded_server.metric("batchserve_errors_total", code="rate_limited") == before + 3
