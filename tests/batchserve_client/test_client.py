@@ -20,10 +20,9 @@ from batchserve_client import (
     Retry,
 )
 from loadtest.process import free_port
-from server.app import create_app
-from tests.conftest import DATA, RunningServer, make_settings, photo, served
+from tests.conftest import DATA, RunningServer, make_settings, photo
 from tests.server.test_routes import _post
-from tests.server.test_unit import GatedEngine
+from tests.server.test_unit import GatedEngine, gated_server
 
 KEY = "k-0123456789abcdef-client"
 
@@ -118,13 +117,7 @@ def test_connection_errors_are_retried_then_raised() -> None:
 def gated() -> Iterator[tuple[RunningServer, GatedEngine]]:
     """One worker, a queue of one: two requests in flight fill it; keys required."""
     settings = make_settings(model="mobilenet_v2", max_batch_size=1, max_queue_size=1, api_keys=KEY)
-    for running in served(create_app(settings)):
-        engine = running.service._engine
-        assert engine is not None
-        gate = GatedEngine(engine.run)
-        engine.run = gate  # type: ignore[method-assign]
-        yield running, gate
-        gate.gate.set()
+    yield from gated_server(settings)
 
 
 def _fresh(gated: tuple[RunningServer, GatedEngine]) -> tuple[RunningServer, GatedEngine]:

@@ -13,6 +13,7 @@ import torch
 
 from batcher import DropReason
 from server.app import create_app
+from server.config import Settings
 from server.engines import Row, TorchEngine
 from server.engines.openvino_engine import OpenVinoEngine
 from server.errors import ErrorCode
@@ -43,11 +44,8 @@ class GatedEngine:
         return self._run(batch)
 
 
-@pytest.fixture(scope="module")
-def controlled() -> Iterator[tuple[RunningServer, GatedEngine]]:
-    settings = make_settings(
-        model="mobilenet_v2", max_batch_size=1, max_queue_size=2, request_timeout_s=1.5
-    )
+def gated_server(settings: Settings) -> Iterator[tuple[RunningServer, GatedEngine]]:
+    """A fixture's body: a server whose default model's forward passes go through a gate."""
     running = start_server(create_app(settings))
     engine = running.service._engine
     assert engine is not None
@@ -56,6 +54,15 @@ def controlled() -> Iterator[tuple[RunningServer, GatedEngine]]:
     yield running, gated
     gated.gate.set()
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def controlled() -> Iterator[tuple[RunningServer, GatedEngine]]:
+    yield from gated_server(
+        make_settings(
+            model="mobilenet_v2", max_batch_size=1, max_queue_size=2, request_timeout_s=1.5
+        )
+    )
 
 
 @pytest.fixture
