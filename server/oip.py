@@ -165,7 +165,7 @@ async def _classify(
     if tensor.name == PIXELS:
         pixels = _pixels(unit, tensor)
         return await unit.classify_pixels(pixels, count, arrived_at, deadline, progress)
-    images = _images(tensor, count)
+    images = _images(tensor, count, unit.settings.max_upload_bytes)
     results = await unit.classify_many(images, arrived_at, deadline, progress)
     for index, result in enumerate(results):
         if isinstance(result, Exception):
@@ -174,7 +174,7 @@ async def _classify(
     return results  # type: ignore[return-value]  # no ImageError left
 
 
-def _images(tensor: oip_codec.Input, count: int) -> list[bytes]:
+def _images(tensor: oip_codec.Input, count: int, max_bytes: int) -> list[bytes]:
     if tensor.datatype != "BYTES" or len(tensor.shape) != 1:
         raise ApiError(ErrorCode.BAD_REQUEST, f"{IMAGE} must be BYTES of shape [N]")
     images: list[bytes] = _decoded(oip_codec.byte_elements, tensor)
@@ -182,6 +182,12 @@ def _images(tensor: oip_codec.Input, count: int) -> list[bytes]:
         raise ApiError(
             ErrorCode.BAD_REQUEST, f"{IMAGE} has {len(images)} elements, shape says {count}"
         )
+    for index, image in enumerate(images):
+        if len(image) > max_bytes:  # BATCHSERVE_MAX_UPLOAD_MB, as for every image file
+            raise ApiError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"image {index} exceeds the limit of {max_bytes / 2**20:g} MiB",
+            )
     return images
 
 
