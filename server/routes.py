@@ -316,12 +316,8 @@ async def _predict_batch(request: Request, unit: ModelUnit, top_k: int) -> Batch
 def _item(
     unit: ModelUnit, part: Part, result: Classification | ImageError | ApiError, top_k: int
 ) -> BatchItem:
-    if isinstance(result, ApiError):
-        return BatchItem(
-            filename=part.filename, error=ItemError(code=result.code, message=result.message)
-        )
     if isinstance(result, Exception):
-        error = from_image_error(result)
+        error = result if isinstance(result, ApiError) else from_image_error(result)
         return BatchItem(
             filename=part.filename, error=ItemError(code=error.code, message=error.message)
         )
