@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         if "repository" in sections:
             lines += ["", f"## Two models in one server, {args.concurrency} clients each: "
                       "req/s (p50 / p99)", "",
-                      "| model | alone | both under load at once | errors |", "|---|---:|---:|---:|",
+                      "| model | alone | both under load at once | errors |",
+                      "|---|---:|---:|---:|",
                       *repository_rows(files["onnx"], args, Path(workdir))]  # fmt: skip
     text = "\n".join(lines) + "\n"
     args.out.write_text(text)
