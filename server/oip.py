@@ -21,6 +21,7 @@ from server.errors import ApiError, ErrorCode, from_image_error
 from server.oip_codec import IMAGE, PIXELS, PROBABILITIES, InferRequest, OutputTensor
 from server.progress import Progress
 from server.routes import admit, endpoint_path, read_within, registry_of, unit_named
+from server.schemas import protocol_error_responses
 from server.upload import cancel_on_disconnect, read_raw_body
 
 if TYPE_CHECKING:
@@ -37,13 +38,32 @@ ModelName = Annotated[str, Path(description="A served model's name")]
 Version = Annotated[str, Path(description='The one version, "1"')]
 
 
-@probes.get("/health/live", summary="Protocol liveness")
+#: A status-only answer: no body.
+_EMPTY: Final[dict[str, Any]] = {"response_class": Response}
+#: Metadata endpoints' errors; inference adds its own.
+_LOOKUP_ERRORS: Final = protocol_error_responses(401, 404, 503)
+_INFER_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "description": "JSON, or JSON then binary tensor data (Inference-Header-Content-Length)",
+        "content": {"application/json": {"schema": {"type": "object"}},
+                    "application/octet-stream": {}},
+    },
+    **protocol_error_responses(400, 401, 404, 408, 413, 429, 500, 503, 504),
+}  # fmt: skip
+
+
+@probes.get("/health/live", summary="Protocol liveness", **_EMPTY)
 async def oip_live() -> Response:
     """200 while the process is alive."""
     return Response(status_code=200)
 
 
-@probes.get("/health/ready", summary="Protocol readiness")
+@probes.get(
+    "/health/ready",
+    summary="Protocol readiness",
+    responses=protocol_error_responses(503),
+    **_EMPTY,
+)
 async def oip_ready(request: Request) -> Response:
     """200 when every model is ready, else 503 with the reason."""
     registry = registry_of(request)
@@ -52,7 +72,7 @@ async def oip_ready(request: Request) -> Response:
     return Response(status_code=200)
 
 
-@router.get("", summary="Protocol server metadata")
+@router.get("", summary="Protocol server metadata", responses=protocol_error_responses(401))
 async def oip_server() -> dict[str, Any]:
     """The server's name, version and protocol extensions."""
     return {"name": "batchserve", "version": __version__, "extensions": list(EXTENSIONS)}
@@ -65,13 +85,17 @@ def _unit(request: Request, name: str, version: str = VERSION) -> ModelUnit:
     return unit
 
 
-@router.get("/models/{name}", summary="Protocol model metadata")
+@router.get("/models/{name}", summary="Protocol model metadata", responses=_LOOKUP_ERRORS)
 async def oip_model(request: Request, name: ModelName) -> dict[str, Any]:
     """The model's inputs and outputs, named, typed and shaped."""
     return _metadata(_unit(request, name))
 
 
-@router.get("/models/{name}/versions/{version}", summary="Protocol model metadata, versioned")
+@router.get(
+    "/models/{name}/versions/{version}",
+    summary="Protocol model metadata, versioned",
+    responses=_LOOKUP_ERRORS,
+)
 async def oip_model_version(request: Request, name: ModelName, version: Version) -> dict[str, Any]:
     """The model's inputs and outputs, of its one version."""
     return _metadata(_unit(request, name, version))
@@ -95,14 +119,22 @@ def _metadata(unit: ModelUnit) -> dict[str, Any]:
     }
 
 
-@router.get("/models/{name}/ready", summary="Protocol model readiness")
+@router.get(
+    "/models/{name}/ready",
+    summary="Protocol model readiness",
+    responses=_LOOKUP_ERRORS,
+    **_EMPTY,
+)
 async def oip_model_ready(request: Request, name: ModelName) -> Response:
     """200 when the model is ready, else 503 with the reason."""
     return _readiness(_unit(request, name))
 
 
 @router.get(
-    "/models/{name}/versions/{version}/ready", summary="Protocol model readiness, versioned"
+    "/models/{name}/versions/{version}/ready",
+    summary="Protocol model readiness, versioned",
+    responses=_LOOKUP_ERRORS,
+    **_EMPTY,
 )
 async def oip_model_version_ready(request: Request, name: ModelName, version: Version) -> Response:
     """200 when the model's one version is ready, else 503 with the reason."""
@@ -115,13 +147,20 @@ def _readiness(unit: ModelUnit) -> Response:
     return Response(status_code=200)
 
 
-@router.post("/models/{name}/infer", summary="Protocol inference")
+@router.post(
+    "/models/{name}/infer", summary="Protocol inference", responses=_INFER_RESPONSES, **_EMPTY
+)
 async def oip_infer(request: Request, name: ModelName) -> Response:
     """Classify the images of one input tensor; JSON or binary tensor data, both ways."""
     return await _infer(request, _unit(request, name))
 
 
-@router.post("/models/{name}/versions/{version}/infer", summary="Protocol inference, versioned")
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Protocol inference, versioned",
+    responses=_INFER_RESPONSES,
+    **_EMPTY,
+)
 async def oip_infer_version(request: Request, name: ModelName, version: Version) -> Response:
     """Inference on the model's one version."""
     return await _infer(request, _unit(request, name, version))

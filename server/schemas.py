@@ -187,6 +187,17 @@ class InfoResponse(ModelInfo):
     models: list[ModelSummary]
 
 
+class ProtocolErrorResponse(BaseModel):
+    """An error under /v2, in the Open Inference Protocol's shape."""
+
+    error: str = Field(examples=["no model named 'nope'; served: resnet50"])
+
+
+def protocol_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting the protocol's error body for ``statuses``."""
+    return {status: {"model": ProtocolErrorResponse} for status in statuses}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries documenting the error body for ``statuses``."""
     return {status: {"model": ErrorResponse} for status in statuses}

@@ -186,6 +186,19 @@ def _get_ready(conn: socket.socket) -> bytes:
     return answer
 
 
+def _ready_after_signal(conn: socket.socket) -> bytes:
+    """/ready on a kept-alive connection after SIGTERM; b"" if uvicorn closed it first.
+
+    uvicorn closes idle keep-alive connections at its next tick after the
+    signal; a /ready sent later than that (a loaded CI machine) meets a closed
+    socket, which refuses new work just as well as a 503 does.
+    """
+    try:
+        return _get_ready(conn)
+    except (ConnectionResetError, BrokenPipeError):
+        return b""
+
+
 #: A request's admission and its arrival time are a few bytecodes apart; under load, with the
 #: GIL shared with decode threads, the signal can land between them.
 _ADMISSION_SLACK_S = 0.05
@@ -216,7 +229,7 @@ def test_sigterm_under_load_answers_every_accepted_request_then_exits(tmp_path: 
             signalled = time.monotonic()
             process.send_signal(signal.SIGTERM)
             # The same kept-alive connection, right after the signal: readiness is off.
-            after_signal = _get_ready(probe)
+            after_signal = _ready_after_signal(probe)
             _, stderr = process.communicate(timeout=60)
             exited = time.monotonic()
             stop.set()
@@ -229,8 +242,9 @@ def test_sigterm_under_load_answers_every_accepted_request_then_exits(tmp_path: 
     assert process.returncode == 0, stderr
     assert exited - signalled < 20 + 5
     assert "Traceback" not in stderr
-    assert after_signal.startswith(b"HTTP/1.1 503 "), after_signal[:300]
-    assert b'"code":"not_ready"' in after_signal
+    if after_signal:  # answered before uvicorn closed the idle connection: refused
+        assert after_signal.startswith(b"HTTP/1.1 503 "), after_signal[:300]
+        assert b'"code":"not_ready"' in after_signal
     records = _json_logs(stderr)
     off_at = _readiness_off_at(records)
     served = _access_log(records)
