@@ -178,3 +178,31 @@ def test_rate_limits_are_retried_then_raised(guarded_server: RunningServer) -> N
             client.classify(photo("cat.jpg"))
     assert (limited.value.status, limited.value.code) == (429, "rate_limited")
     assert guarded_server.metric("batchserve_errors_total", code="rate_limited") == before + 3
+
+
+class _AsyncCounting(httpx.AsyncHTTPTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        return await super().handle_async_request(request)
+
+
+async def test_the_asyncio_client_retries_connection_errors_and_raises_server_errors(
+    resnet_server: RunningServer,
+) -> None:
+    transport = _AsyncCounting()
+    url = f"http://127.0.0.1:{free_port()}"
+    retry = Retry(attempts=3, backoff_s=0.01)
+    async with AsyncClient(url, retry=retry, transport=transport) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.models()
+        assert transport.calls == 3
+        with pytest.raises(NotReadyError):
+            await client.wait_until_ready(timeout_s=0.3, interval_s=0.1)
+    async with AsyncClient(resnet_server.url, retry=retry) as client:
+        with pytest.raises(BatchserveError) as error:
+            await client.classify(b"not an image")
+    assert error.value.code == "invalid_image"
