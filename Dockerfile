@@ -26,9 +26,10 @@ COPY requirements/runtime-${VARIANT}.txt requirements/
 RUN pip install --index-url "${TORCH_INDEX}" --extra-index-url https://pypi.org/simple \
         -r "requirements/runtime-${VARIANT}.txt"
 COPY pyproject.toml README.md ./
+# What serving needs: the server, its batcher, and the client that `batchserve predict` uses.
 COPY batcher/ batcher/
 COPY server/ server/
-COPY loadtest/ loadtest/
+COPY batchserve_client/ batchserve_client/
 ARG COMPILER=0
 # Not needed at runtime: pip itself, and (without a compiler) torch's C++ headers.
 RUN pip install --no-deps . \

@@ -5,13 +5,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.conftest import require_tool
+from tests.deploy.image import env_of, parse_dockerfile, stage_args
 
 ROOT = Path(__file__).parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
@@ -68,7 +69,7 @@ def test_the_queue_depth_autoscaler_variant_is_valid() -> None:
     assert "passed" in _validate(KUBE / "extras" / "hpa-queue-depth.yaml")
 
 
-@pytest.mark.parametrize("overlay", ["base", "overlays/gpu"])
+@pytest.mark.parametrize("overlay", ["base", "overlays/gpu", "overlays/int8"])
 def test_the_kustomized_output_passes_strict_validation(overlay: str, tmp_path: Path) -> None:
     docs = _kustomize(KUBE / overlay, tmp_path / "built.yaml")
     assert {d["kind"] for d in docs} >= {
@@ -134,3 +135,29 @@ def test_the_queue_depth_rule_sums_a_pods_models() -> None:
     """With a model repository a pod exports one queue depth per model: the pod's is their sum."""
     text = (KUBE / "extras" / "hpa-queue-depth.yaml").read_text()
     assert "metricsQuery: 'sum by (<<.GroupBy>>) (avg_over_time(<<.Series>>" in text
+
+
+def _image_cache_dir() -> PurePosixPath:
+    """The cache the runtime stage serves from (BATCHSERVE_CACHE_DIR in its ENV)."""
+    arguments, stages = parse_dockerfile((ROOT / "Dockerfile").read_text())
+    runtime = stages["runtime"]
+    return PurePosixPath(env_of(runtime, stage_args(runtime, arguments))["BATCHSERVE_CACHE_DIR"])
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/int8", "overlays/gpu"])
+def test_no_volume_hides_the_int8_model_baked_into_the_image(overlay: str, tmp_path: Path) -> None:
+    """The Dockerfile bakes int8 models into <cache dir>/int8: no mount may cover it."""
+    baked = _image_cache_dir() / "int8"
+    docs = _by_kind(_kustomize(KUBE / overlay, tmp_path / "built.yaml"))
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    for mount in container["volumeMounts"]:
+        path = PurePosixPath(mount["mountPath"])
+        assert not (baked == path or baked.is_relative_to(path)), mount
+
+
+def test_the_int8_overlay_runs_the_int8_image_at_int8(tmp_path: Path) -> None:
+    docs = _by_kind(_kustomize(KUBE / "overlays" / "int8", tmp_path / "built.yaml"))
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].endswith("-int8")
+    assert docs["ConfigMap"]["data"]["BATCHSERVE_PRECISION"] == "int8"
+    _validate(tmp_path / "built.yaml")

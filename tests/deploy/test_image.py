@@ -1,0 +1,144 @@
+"""The image the Dockerfile builds starts and serves, with the command each deployment gives it.
+
+The image is assembled from the Dockerfile's own lines (tests/deploy/image.py):
+only what its COPY lines copy, installed as its RUN lines install it, run
+from a folder outside the repository. Then the image's CMD, the compose
+service's command and the Kubernetes container's command and args each serve
+(random weights) until /ready, and answer one /predict.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import photo, require_tool
+from tests.deploy.image import ROOT, Image, assemble, parse_dockerfile
+from tests.deploy.test_kubernetes import KUBE, _by_kind, _kustomize
+
+_, STAGES = parse_dockerfile((ROOT / "Dockerfile").read_text())
+#: The runtime stage's CMD (the image has no ENTRYPOINT).
+IMAGE_CMD: list[str] = json.loads(STAGES["runtime"].all("CMD")[-1])
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    return assemble(tmp_path_factory.mktemp("image"))
+
+
+def test_the_image_has_no_entrypoint_and_one_cmd() -> None:
+    assert STAGES["runtime"].all("ENTRYPOINT") == []
+    assert IMAGE_CMD == ["batchserve"]
+
+
+def test_the_image_holds_only_what_the_dockerfile_copies(image: Image) -> None:
+    src = image.bin.parents[2] / "src"
+    assert not (src / "tests").exists()
+    assert not (src / "docs").exists()
+    assert (src / "pyproject.toml").is_file()
+
+
+def test_batchserve_version_runs_in_the_image(image: Image) -> None:
+    result = image.run("batchserve", "--version")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("batchserve ")
+
+
+def test_the_build_steps_import_paths_work_in_the_image(image: Image) -> None:
+    """The weights stage's loader and ``batchserve quantize`` (the int8 build) both import."""
+    quantize = image.run("batchserve", "quantize", "--help")
+    assert quantize.returncode == 0, quantize.stderr[-3000:]
+    loader = image.run("python", "-c", "from server.model import ensure_weights, resolve_weights")
+    assert loader.returncode == 0, loader.stderr[-3000:]
+
+
+def _compose_service() -> dict[str, Any]:
+    result = subprocess.run(
+        [require_tool("docker-compose"), "config"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    service: dict[str, Any] = yaml.safe_load(result.stdout)["services"]["batchserve"]
+    return service
+
+
+def _compose() -> tuple[list[str], dict[str, str]]:
+    service = _compose_service()
+    assert "entrypoint" not in service
+    command = service.get("command", IMAGE_CMD)
+    environment = service.get("environment", {})
+    return command, {k: str(v) for k, v in environment.items() if v is not None}
+
+
+def _kubernetes(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    docs = _by_kind(_kustomize(KUBE / "base", tmp_path / "built.yaml"))
+    (container,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    # Kubernetes: command replaces the ENTRYPOINT (none here), args the CMD.
+    command = [*container.get("command", []), *container.get("args", IMAGE_CMD)]
+    return command, dict(docs["ConfigMap"]["data"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def serving(image: Image) -> Iterator[Any]:
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(command: list[str], env: dict[str, str]) -> str:
+        port = _free_port()
+        overrides = {"BATCHSERVE_HOST": "127.0.0.1", "BATCHSERVE_PORT": str(port),
+                     "BATCHSERVE_WEIGHTS": "random"}  # fmt: skip
+        processes.append(image.start(*command, **{**env, **overrides}))
+        return f"http://127.0.0.1:{port}"
+
+    yield start, processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[str], timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, process.communicate()[0][-4000:]
+        assert time.monotonic() < deadline, "the image's server never became ready"
+        try:
+            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("deployment", ["image", "compose", "kubernetes"])
+def test_each_deployments_command_serves_from_the_image(
+    deployment: str, serving: Any, tmp_path: Path
+) -> None:
+    command, env = {
+        "image": lambda: (IMAGE_CMD, {}),
+        "compose": _compose,
+        "kubernetes": lambda: _kubernetes(tmp_path),
+    }[deployment]()
+    start, processes = serving
+    url = start(command, env)
+    _wait_ready(url, processes[0])
+    answer = httpx.post(f"{url}/predict", files={"file": photo("cat.jpg")}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["predictions"]) == 5
+    processes[0].send_signal(signal.SIGTERM)
+    assert processes[0].wait(timeout=60) == 0
