@@ -95,7 +95,8 @@ def _matches(pattern: list[str], path: list[str]) -> bool:
         return not path
     if pattern[0] == "**":
         return any(_matches(pattern[1:], path[i:]) for i in range(len(path) + 1))
-    return bool(path) and fnmatch.fnmatchcase(path[0], pattern[0]) and _matches(pattern[1:], path[1:])
+    head = bool(path) and fnmatch.fnmatchcase(path[0], pattern[0])
+    return head and _matches(pattern[1:], path[1:])
 
 
 def ignored(relative: str, rules: list[str]) -> bool:
@@ -210,8 +211,9 @@ def assemble(where: Path) -> Image:
     values = stage_args(build, globals_)
     venv, src = where / "opt" / "venv", where / "src"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    where_purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     purelib = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        [str(venv / "bin" / "python"), "-c", where_purelib],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     for line in build.all("COPY"):
