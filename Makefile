@@ -2,18 +2,31 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# `make serve` installs what serving needs (the package and its OpenVINO engine); `make test`
+# adds the test, benchmark and load-test tools (the dev extra).
+SERVE_STAMP := $(VENV)/.serve-stamp
 STAMP := $(VENV)/.installed-stamp
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu takes PyTorch's CPU-only wheels from
+# there (a venv of about 1.2 GB instead of 6.5 GB with PyPI's CUDA builds); empty: PyPI's.
+TORCH_INDEX ?=
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
-.PHONY: install serve test bench loadtest tools lint typecheck format clean
+.PHONY: install install-serve serve test bench loadtest tools lint typecheck format clean
 
+install-serve: $(SERVE_STAMP)
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(SERVE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP_INSTALL) -e '.[openvino]'
+	touch $(SERVE_STAMP)
+
+$(STAMP): pyproject.toml $(SERVE_STAMP)
+	$(PIP_INSTALL) -e '.[dev]'
 	touch $(STAMP)
 
-serve: $(STAMP)
+serve: $(SERVE_STAMP)
 	$(BIN)/batchserve
 
 lint: $(STAMP)

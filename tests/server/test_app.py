@@ -1,0 +1,45 @@
+"""The app factory: the documentation pages work with no network (assets served by the app)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server.app import create_app
+from tests.conftest import make_settings
+
+#: Every address an HTML page loads: scripts, styles, icons and the OpenAPI document.
+_REFERENCES = re.compile(r"""(?:src|href|spec-url)="([^"]+)"|url: '([^']+)'""")
+_CONTENT_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png",
+                  ".json": "application/json"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    # Without the lifespan: the pages and their assets need no model.
+    return TestClient(create_app(make_settings(model="mobilenet_v2")))
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_pages_load_every_asset_from_the_server_itself(
+    client: TestClient, page: str
+) -> None:
+    html = client.get(page)
+    assert html.status_code == 200
+    references = [a or b for a, b in _REFERENCES.findall(html.text)]
+    assert any(ref.endswith(".js") for ref in references), references
+    for reference in references:
+        assert reference.startswith("/") and not reference.startswith("//"), reference
+        asset = client.get(reference)
+        assert asset.status_code == 200, reference
+        assert len(asset.content) > 0, reference
+        suffix = reference[reference.rfind(".") :]
+        assert _CONTENT_TYPES[suffix] in asset.headers["content-type"], reference
+
+
+def test_the_swagger_ui_bundle_is_swagger_ui_itself(client: TestClient) -> None:
+    bundle = client.get("/static-offline-docs/swagger-ui-bundle.js")
+    assert "SwaggerUIBundle" in bundle.text
+    assert len(bundle.content) > 500_000
