@@ -12,7 +12,15 @@ class BatcherError(Exception):
 
 
 class QueueFullError(BatcherError):
-    """The queue already holds ``max_queue_size`` items; the item was refused."""
+    """The queue already holds ``max_queue_size`` items; the item was refused.
+
+    ``drain_s`` is how long the queue now takes to drain at its measured rate
+    (None while nothing has completed yet): when a retry may find room.
+    """
+
+    def __init__(self, message: str = "the queue is full", drain_s: float | None = None) -> None:
+        super().__init__(message)
+        self.drain_s = drain_s
 
 
 class DeadlineExceededError(BatcherError):

@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 
 from batcher import resolve
 from batcher.collect import ArrivalTracker, BatchCollector
+from batcher.drain import DrainRate
 from batcher.errors import (
     BatcherClosedError,
     BatchFailedError,
@@ -82,6 +83,7 @@ class MicroBatcher(Generic[T, R]):
         self._batches_failed = 0
         self._items_processed = 0
         self._dropped: Counter[DropReason] = Counter()
+        self._drain = DrainRate()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._tasks else "new")
@@ -169,6 +171,7 @@ class MicroBatcher(Generic[T, R]):
             items_processed=self._items_processed,
             dropped=MappingProxyType(dict(self._dropped)),
             closed=self._closed,
+            drain_rate_per_s=self._drain.per_s,
         )
 
     async def aclose(self, timeout_s: float | None = None) -> None:
@@ -209,9 +212,9 @@ class MicroBatcher(Generic[T, R]):
         ]
         try:
             self._queue.put_all(pendings)
-        except QueueFullError:
+        except QueueFullError as exc:
             self._drop(DropReason.OVERLOADED, len(items))
-            raise
+            raise QueueFullError(str(exc), self._drain.seconds_for(len(self._queue))) from None
         for pending in pendings:
             self._tracker.record(now)
             if deadline is not None:
@@ -279,7 +282,10 @@ class MicroBatcher(Generic[T, R]):
         if not ok:
             self._batches_failed += 1
         waits = tuple(started - p.enqueued_at for p in batch)
-        run_s = self._now() - started
+        now = self._now()
+        run_s = now - started
+        if ok:
+            self._drain.record(now, len(batch), run_s)
         self._observer.on_batch(BatchRecord(len(batch), waits, run_s, ok))
 
 

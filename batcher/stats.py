@@ -45,6 +45,15 @@ class BatcherStatistics:
     items_processed: int
     dropped: Mapping[DropReason, int] = field(default_factory=lambda: MappingProxyType({}))
     closed: bool = False
+    #: Items completed per second, smoothed (None until a batch has completed).
+    drain_rate_per_s: float | None = None
+
+    @property
+    def drain_s(self) -> float | None:
+        """Seconds the queue takes to drain at ``drain_rate_per_s`` (None: not yet known)."""
+        if not self.drain_rate_per_s:
+            return None
+        return self.queue_depth / self.drain_rate_per_s
 
 
 class BatchObserver(Protocol):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import email.utils
+import random
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -34,26 +35,29 @@ Image = str | Path | bytes | bytearray | Encodable
 class Retry:
     """How often to try, and how long to wait between tries.
 
-    503 and 429 are retried after their ``Retry-After`` (else the backoff),
-    connection failures after the backoff (``backoff_s``, doubled each time);
-    no wait is longer than ``max_wait_s``. Other errors are never retried.
+    The backoff (``backoff_s``, doubled each time) has full jitter: the wait is
+    drawn from 0 to the backoff, so that clients refused together do not come
+    back together. 503 and 429 wait their ``Retry-After`` first, then the
+    jittered backoff on top; connection failures the jittered backoff alone.
+    No wait is longer than ``max_wait_s``. Other errors are never retried.
+    ``uniform`` draws from [0, 1) (tests pass a fixed one).
     """
 
     attempts: int = 4
     backoff_s: float = 0.25
     max_wait_s: float = 10.0
+    uniform: Callable[[], float] = field(default=random.random, compare=False, repr=False)
 
     def wait_s(self, attempt: int, response: httpx.Response | None) -> float | None:
         """Seconds before try ``attempt + 1``; None when it must not be retried."""
         if attempt + 1 >= self.attempts:
             return None
-        backoff = self.backoff_s * 2.0**attempt
+        jitter = self.uniform() * self.backoff_s * 2.0**attempt
         if response is None:
-            return min(backoff, self.max_wait_s)
+            return min(jitter, self.max_wait_s)
         if response.status_code not in RETRIED_STATUSES:
             return None
-        waited: float = retry_after_s(response) or backoff
-        return min(waited, self.max_wait_s)
+        return min((retry_after_s(response) or 0.0) + jitter, self.max_wait_s)
 
 
 def retry_after_s(response: httpx.Response) -> float | None:

@@ -25,8 +25,9 @@ ENV_PREFIX: Final = "BATCHSERVE_"
 MAX_IMAGE_PIXELS_CEILING: Final = 1_000_000_000
 #: An API key shorter than this is refused: it could be guessed.
 MIN_API_KEY_LENGTH: Final = 16
-#: ``BATCHSERVE_`` variables that are not settings but are expected (docker-compose.yml's).
-KNOWN_OTHER_VARIABLES: Final = frozenset({"BATCHSERVE_IMAGE_TAG"})
+#: ``BATCHSERVE_`` variables that are not settings but are expected: docker-compose.yml's
+#: image tag, and the key that batchserve's own client (``batchserve predict``) sends.
+KNOWN_OTHER_VARIABLES: Final = frozenset({"BATCHSERVE_IMAGE_TAG", "BATCHSERVE_API_KEY"})
 
 #: The largest ``top_k`` a request may ask for.
 MAX_TOP_K: Final = 20
@@ -105,7 +106,7 @@ class Settings(BaseSettings):
     compile: CompileMode = "auto"
     """torch.compile the model: auto, on or off."""
     cache_dir: Path = Path("~/.cache/batchserve")
-    """Where compiled kernels are cached between restarts."""
+    """Where compiled kernels and int8 models are cached between restarts."""
     max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
     """Most images in one forward pass."""
     max_batch_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 5.0
@@ -137,7 +138,7 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     """Proxies (addresses or CIDRs) whose X-Forwarded-For is believed; empty: none."""
     api_keys: SecretStr = SecretStr("")
-    """Comma-separated API keys required on /predict and /info; empty: no keys."""
+    """Comma-separated API keys required on every endpoint but the probes, /docs and /metrics."""
     protect_metrics: bool = False
     """Require an API key on /metrics too."""
     cors_origins: str = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from enum import StrEnum
 from typing import Final
 
@@ -17,8 +18,13 @@ from server.image_errors import ImageError, ImageTooLargeError, UnsupportedImage
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a client should wait before retrying a 503.
+#: Seconds a client should wait before retrying a 503: at least this ...
 RETRY_AFTER_S: Final = 1
+#: ... and at most this, however slowly the queue drains (a client may still come back sooner
+#: elsewhere: this is a hint, not a ban).
+MAX_RETRY_AFTER_S: Final = 30
+#: The message of every 503 ``overloaded``.
+OVERLOADED_MESSAGE: Final = "the server is at capacity; retry shortly"
 #: The realm named in a 401's WWW-Authenticate header.
 REALM: Final = "batchserve"
 
@@ -128,6 +134,18 @@ class ApiError(Exception):
         return {"Retry-After": str(RETRY_AFTER_S)} if self.code in _RETRYABLE else {}
 
 
+def retry_after_s(drain_s: float | None) -> int:
+    """Whole seconds until the queue has drained at its measured rate, within the bounds."""
+    if drain_s is None or not math.isfinite(drain_s):
+        return RETRY_AFTER_S
+    return max(RETRY_AFTER_S, min(MAX_RETRY_AFTER_S, math.ceil(drain_s)))
+
+
+def overloaded(drain_s: float | None) -> ApiError:
+    """503 ``overloaded``, with a Retry-After from how long the queue takes to drain."""
+    return ApiError(ErrorCode.OVERLOADED, OVERLOADED_MESSAGE, retry_after_s=retry_after_s(drain_s))
+
+
 def from_image_error(exc: ImageError) -> ApiError:
     """Map a preprocessing failure to its API error."""
     if isinstance(exc, ImageTooLargeError):
@@ -140,7 +158,7 @@ def from_image_error(exc: ImageError) -> ApiError:
 def from_batcher_error(exc: BatcherError) -> ApiError:
     """Map a batcher outcome to its API error."""
     if isinstance(exc, QueueFullError):
-        return ApiError(ErrorCode.OVERLOADED, "the server is at capacity; retry shortly")
+        return overloaded(exc.drain_s)
     if isinstance(exc, BatcherClosedError):
         return ApiError(ErrorCode.NOT_READY, "the server is shutting down; retry elsewhere")
     if isinstance(exc, BatchFailedError):

@@ -37,6 +37,14 @@ class ModelLoadError(Exception):
     """The model or its weights cannot be loaded; the message names the remedy."""
 
 
+class ModelConfigError(ModelLoadError):
+    """The settings name a model, weights or repository that does not exist or is malformed.
+
+    A configuration error (exit status 2), where a :class:`ModelLoadError` is a
+    model that exists but fails to load (exit status 3).
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class WeightsChoice:
     """Where the parameters come from, and the registry entry that gives labels/preprocessing."""
@@ -104,7 +112,7 @@ def available_models() -> list[str]:
 def resolve_weights(model: str, weights: str) -> WeightsChoice:
     """Turn the ``MODEL``/``WEIGHTS`` settings into a :class:`WeightsChoice`, or explain why not."""
     if model not in available_models():
-        raise ModelLoadError(
+        raise ModelConfigError(
             f"unknown model {model!r}: BATCHSERVE_MODEL must be a torchvision classification "
             f"model, one of: {', '.join(available_models())}"
         )
@@ -125,7 +133,7 @@ def _file_choice(model: str, weights: str, default: Weights, registry: Any) -> W
     if path.is_file():
         return WeightsChoice(model, "file", default, path)
     names = ", ".join(["DEFAULT", *(member.name for member in registry), RANDOM])
-    raise ModelLoadError(
+    raise ModelConfigError(
         f"BATCHSERVE_WEIGHTS={weights!r} is neither a weights name of {model} ({names}) "
         "nor an existing state_dict file"
     )

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from server.config import FILE_SOURCES, MODEL_FILE_SUFFIXES
-from server.model import ModelLoadError
+from server.model import ModelConfigError, ModelLoadError
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +38,14 @@ def source_of(path: Path) -> str:
     """The source kind for a path; a clear error for a missing file or unknown extension."""
     suffix = path.suffix.lower()
     if suffix not in FILE_SOURCES:
-        raise ModelLoadError(
+        raise ModelConfigError(
             f"BATCHSERVE_MODEL={path}: unknown model file type {suffix or '(none)'!r}; "
             f"expected one of {', '.join(MODEL_FILE_SUFFIXES)} (TorchScript, torch.export, "
             "ONNX). A state_dict (.pth) is served with BATCHSERVE_MODEL=<torchvision "
             "architecture> and BATCHSERVE_WEIGHTS=<the file>."
         )
     if not path.is_file():
-        raise ModelLoadError(f"BATCHSERVE_MODEL={path}: no such file")
+        raise ModelConfigError(f"BATCHSERVE_MODEL={path}: no such file")
     return FILE_SOURCES[suffix]
 
 

@@ -23,7 +23,7 @@ from server.config import (
     with_model_settings,
 )
 from server.loading import served_name
-from server.model import ModelLoadError
+from server.model import ModelConfigError
 
 CONFIG_FILE: Final = "config.toml"
 LABELS_FILE: Final = "labels.txt"
@@ -45,10 +45,10 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
         return [ModelSpec(served_name(settings), settings)]
     root = settings.model_repository
     if not root.is_dir():
-        raise ModelLoadError(f"BATCHSERVE_MODEL_REPOSITORY={root}: no such folder")
+        raise ModelConfigError(f"BATCHSERVE_MODEL_REPOSITORY={root}: no such folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise ModelLoadError(f"BATCHSERVE_MODEL_REPOSITORY={root} has no model folders")
+        raise ModelConfigError(f"BATCHSERVE_MODEL_REPOSITORY={root} has no model folders")
     return [_folder_spec(folder, settings) for folder in folders]
 
 
@@ -56,13 +56,13 @@ def default_model(settings: Settings, names: list[str]) -> str:
     """BATCHSERVE_DEFAULT_MODEL (checked), else the only model; several and none: an error."""
     if settings.default_model:
         if settings.default_model not in names:
-            raise ModelLoadError(
+            raise ModelConfigError(
                 f"BATCHSERVE_DEFAULT_MODEL={settings.default_model} is not served; the models "
                 f"are: {', '.join(names)}"
             )
         return settings.default_model
     if len(names) > 1:
-        raise ModelLoadError(
+        raise ModelConfigError(
             f"several models are served ({', '.join(names)}) and BATCHSERVE_DEFAULT_MODEL does "
             "not say which one POST /predict serves: set it"
         )
@@ -72,7 +72,7 @@ def default_model(settings: Settings, names: list[str]) -> str:
 def _folder_spec(folder: Path, settings: Settings) -> ModelSpec:
     name = folder.name
     if not MODEL_NAME_PATTERN.match(name):
-        raise ModelLoadError(
+        raise ModelConfigError(
             f"{folder}: a model folder's name is the model's name: letters, digits, '_', '.', "
             "'-', at most 64"
         )
@@ -81,17 +81,17 @@ def _folder_spec(folder: Path, settings: Settings) -> ModelSpec:
     found = [path for path in files if path.is_file()]
     if len(found) > 1:
         names = ", ".join(path.name for path in found)
-        raise ModelLoadError(
+        raise ModelConfigError(
             f"model {name}: {folder} holds several model files ({names}); keep one"
         )
     if found and "model" in overrides:
-        raise ModelLoadError(
+        raise ModelConfigError(
             f"model {name}: {found[0]} and `model =` in {CONFIG_FILE} both say what to serve"
         )
     if found:
         overrides["model"] = str(found[0])
     elif "model" not in overrides:
-        raise ModelLoadError(
+        raise ModelConfigError(
             f"model {name}: {folder} has no model file (model.pt, model.ts, model.pt2 or "
             f"model.onnx) and its {CONFIG_FILE} names no torchvision `model`"
         )
@@ -101,7 +101,7 @@ def _folder_spec(folder: Path, settings: Settings) -> ModelSpec:
     try:
         own = with_model_settings(settings, overrides, str(folder), model_name=name)
     except SettingsError as exc:
-        raise ModelLoadError(f"model {name}: {exc}") from exc
+        raise ModelConfigError(f"model {name}: {exc}") from exc
     return ModelSpec(name, own)
 
 
@@ -112,12 +112,28 @@ def _read_config(folder: Path) -> dict[str, object]:
     try:
         config = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ModelLoadError(f"{path}: {exc}") from exc
+        raise ModelConfigError(f"{path}: {exc}") from exc
     for key in _PATH_KEYS:
         value = config.get(key)
         if isinstance(value, str) and _is_relative_file(value, key):
-            config[key] = str(folder / value)
+            config[key] = str(_inside(folder, value, f"{path}: {key} = {value!r}"))
     return config
+
+
+def _inside(folder: Path, relative: str, where: str) -> Path:
+    """``folder / relative``, refused when it leads out of the model's folder (``../``, links).
+
+    A relative path in config.toml belongs to the model; one that leaves its
+    folder would let a model folder read files it does not own. Absolute paths
+    are the operator's explicit choice and stay allowed.
+    """
+    target = folder / relative
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise ModelConfigError(
+            f"{where} leads out of the model's folder {folder}; keep relative paths inside "
+            "it, or give an absolute path"
+        )
+    return target
 
 
 def _is_relative_file(value: str, key: str) -> bool:

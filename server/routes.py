@@ -15,7 +15,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from server.config import MAX_TOP_K
-from server.errors import ApiError, ErrorCode, from_image_error, respond
+from server.errors import ApiError, ErrorCode, from_image_error, overloaded, respond
 from server.progress import Progress
 from server.ratelimit import ClientRateLimiter
 from server.schemas import (
@@ -121,7 +121,7 @@ def _ensure_accepting(unit: ModelUnit) -> None:
     stats = unit.batcher.statistics()
     # Refuse before reading and decoding the body: a full queue would refuse it anyway.
     if stats.queue_depth >= stats.max_queue_size:
-        raise ApiError(ErrorCode.OVERLOADED, "the server is at capacity; retry shortly")
+        raise overloaded(stats.drain_s)
 
 
 REQUEST_TIMEOUT_HEADER: Final = "X-Request-Timeout"

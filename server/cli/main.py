@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import platform
 import sys
 from collections.abc import Sequence
 from typing import Final
@@ -19,6 +21,19 @@ from server.cli.interrupt import Interrupted
 #: Options that belong to the top-level parser, not to the implied ``serve``.
 _TOP_LEVEL_OPTIONS: Final = frozenset({"-h", "--help", "--version"})
 _SUBCOMMANDS: Final = (serve, quantize, predict)
+#: The libraries whose versions decide what a model computes, shown by --version.
+ENGINE_LIBRARIES: Final = ("torch", "torchvision", "openvino", "nncf")
+
+
+def version_text() -> str:
+    """batchserve's version, then Python's and each engine library's (read, not imported)."""
+    lines = [f"batchserve {__version__}", f"python {platform.python_version()}"]
+    for name in ENGINE_LIBRARIES:
+        try:
+            lines.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            lines.append(f"{name} (not installed)")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="batchserve",
         description="A dynamic-batching HTTP inference server for image classifiers. "
         "Without a subcommand, batchserve serves.",
+        epilog="Exit statuses: 0 a clean stop, 1 a failed predict, 2 a usage or configuration "
+        "error, 3 a model that fails to load (or whose int8 version is refused), 128+N a "
+        "signal before serving.",
+        # --version prints one library per line.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"batchserve {__version__}")
+    parser.add_argument("--version", action="version", version=version_text())
     subparsers = parser.add_subparsers(title="subcommands", dest="command", metavar="COMMAND")
     for module in _SUBCOMMANDS:
         module.register(subparsers)
@@ -42,10 +62,19 @@ def with_default_command(argv: Sequence[str]) -> list[str]:
     return list(argv)
 
 
+def parse(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Namespace:
+    """The arguments; an unknown one is reported with its subcommand's usage, exit 2."""
+    args, unknown = parser.parse_known_args(arguments)
+    if unknown:
+        subparser: argparse.ArgumentParser = args.parser
+        subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run one subcommand and exit with its status; a signal before serving exits 128+N."""
     arguments = with_default_command(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(arguments)
+    args = parse(build_parser(), arguments)
     interrupt.install()
     try:
         status: int = args.handler(args)

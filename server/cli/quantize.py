@@ -13,9 +13,9 @@ import contextlib
 import json
 import logging
 import sys
-from typing import Any
+from typing import Any, Final
 
-from server.cli.serve import EXIT_CONFIG, STARTUP_ERRORS
+from server.cli.serve import EXIT_CONFIG, STARTUP_ERRORS, exit_status
 from server.cli.settings import SETTINGS_EPILOG, add_settings_options, settings_from
 from server.config import Settings, SettingsError, with_model_settings
 from server.engines import BuiltEngine
@@ -26,6 +26,11 @@ from server.repository import model_specs
 from server.unit import prepare_in_compute_thread
 
 logger = logging.getLogger("batchserve")
+
+#: The settings quantizing reads: not batching, limits, security, network.
+QUANTIZE_GROUPS: Final = ("model", "engine", "logging")
+#: Fixed by quantizing itself (int8, on OpenVINO), or used only when serving.
+QUANTIZE_OMITS: Final = ("precision", "compile", "workers", "preprocess_threads")
 
 
 def register(subparsers: Any) -> None:
@@ -39,12 +44,15 @@ def register(subparsers: Any) -> None:
         "BATCHSERVE_PRECISION=int8 finds it. Prints the fidelity report as JSON.",
         epilog=SETTINGS_EPILOG,
     )
-    add_settings_options(parser, "batchserve quantize")
-    parser.set_defaults(handler=run)
+    add_settings_options(parser, "batchserve quantize", QUANTIZE_GROUPS, QUANTIZE_OMITS)
+    parser.set_defaults(handler=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Quantize (or find in the cache) and print the report; 2 when it cannot be done.
+    """Quantize (or find in the cache) and print the report.
+
+    Exits 2 on a bad setup (an unwritable cache included), 3 when the model cannot
+    be loaded or quantized, or the fidelity gate refuses it.
 
     With a model repository every model is quantized, whatever precision its
     ``config.toml`` names, and the report has one entry per model.
@@ -59,9 +67,12 @@ def run(args: argparse.Namespace) -> int:
         # stdout carries only the JSON report: NNCF's progress bars go to stderr.
         with contextlib.redirect_stdout(sys.stderr):
             reports = {spec.name: _quantize(spec.settings) for spec in model_specs(settings)}
-    except (*STARTUP_ERRORS, SettingsError) as exc:
+    except SettingsError as exc:
         logger.error("cannot quantize: %s", exc)
         return EXIT_CONFIG
+    except STARTUP_ERRORS as exc:
+        logger.error("cannot quantize: %s", exc)
+        return exit_status(exc)
     if any(report is None for report in reports.values()):
         logger.error("the int8 model could not be cached under %s", settings.cache_dir)
         return EXIT_CONFIG

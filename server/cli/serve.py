@@ -15,7 +15,7 @@ from server.config import Settings, SettingsError, unknown_variables, variable_n
 from server.engines.errors import CalibrationError, Int8FidelityError
 from server.loading import download_weights
 from server.logs import configure_logging
-from server.model import ModelLoadError
+from server.model import ModelConfigError, ModelLoadError
 from server.plan import DeviceError, resolve_plan
 from server.registry import ModelPlan
 from server.repository import ModelSpec, default_model, model_specs
@@ -24,11 +24,22 @@ from server.unit import prepare_in_compute_thread
 
 logger = logging.getLogger("batchserve")
 
-#: Exit status for a configuration or weights problem found before serving.
+#: Exit status for a usage or configuration problem found before serving (argparse's own too).
 EXIT_CONFIG: Final = 2
+#: Exit status for a model that exists but fails to load, convert, quantize or warm up, or
+#: whose int8 version the fidelity gate refuses.
+EXIT_MODEL: Final = 3
 
 #: What can stop a start before serving, each with a message that says what to do.
 STARTUP_ERRORS: Final = (ModelLoadError, DeviceError, CalibrationError, Int8FidelityError)
+#: Of those, the configuration's (exit 2): a model, weights, repository, device or calibration
+#: folder that the settings name wrongly. The others are the model's own (exit 3).
+CONFIG_ERRORS: Final = (ModelConfigError, DeviceError, CalibrationError)
+
+
+def exit_status(exc: BaseException) -> int:
+    """2 for a configuration problem, 3 for a model that cannot be loaded or is refused."""
+    return EXIT_CONFIG if isinstance(exc, CONFIG_ERRORS) else EXIT_MODEL
 
 
 def register(subparsers: Any) -> None:
@@ -41,7 +52,7 @@ def register(subparsers: Any) -> None:
         epilog=SETTINGS_EPILOG,
     )
     add_settings_options(parser, "batchserve serve")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, parser=parser)
 
 
 def preflight(settings: Settings) -> list[ModelPlan]:
@@ -70,7 +81,7 @@ def _prepare(spec: ModelSpec, *, several: bool) -> ModelPlan:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve with the parsed options; 2 on a bad setup, 0 after a drained shutdown."""
+    """Serve with the parsed options; 0 after a drained shutdown (statuses: :func:`exit_status`)."""
     try:
         settings = settings_from(args)
     except SettingsError as exc:
@@ -83,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         models = preflight(settings)
     except STARTUP_ERRORS as exc:
         logger.error("cannot start: %s", exc)
-        return EXIT_CONFIG
+        return exit_status(exc)
     # uvicorn drains, then raises the signal that stopped it again: then all is done.
     with contextlib.suppress(Interrupted):
         serve(create_app(settings, models=models), settings)

@@ -492,3 +492,33 @@ async def test_a_caller_that_leaves_withdraws_all_its_queued_items(batcher, hand
     await first
     assert handler.seen == [0]
     assert batcher.statistics().dropped == {DropReason.CANCELLED: 3}
+
+
+async def test_a_refusal_says_how_long_the_queue_takes_to_drain(handler) -> None:
+    b: MicroBatcher[int, object] = MicroBatcher(
+        handler, max_batch_size=2, max_wait_s=0.0, max_queue_size=2
+    )
+    b.start()
+    first = await _busy_with_first_item(b, handler)
+    queued = _submit_all(b, [1, 2])
+    await until(lambda: b.statistics().queue_depth == 2)
+    with pytest.raises(QueueFullError) as unknown:
+        await b.submit(3)
+    assert unknown.value.drain_s is None  # nothing has completed yet: no rate to go by
+    handler.gate.set()
+    await asyncio.gather(first, *queued)
+    handler.gate.clear()
+    handler.started.clear()  # set again by the batch of 1 and 2
+    rate = b.statistics().drain_rate_per_s
+    assert rate is not None
+    assert rate > 0
+    busy = await _busy_with_first_item(b, handler)
+    more = _submit_all(b, [4, 5])
+    await until(lambda: b.statistics().queue_depth == 2)
+    with pytest.raises(QueueFullError) as measured:
+        await b.submit(6)
+    assert measured.value.drain_s == pytest.approx(2 / rate)
+    assert b.statistics().drain_s == pytest.approx(2 / rate)
+    handler.gate.set()
+    await asyncio.gather(busy, *more)
+    await b.aclose()

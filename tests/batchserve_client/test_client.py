@@ -206,3 +206,30 @@ async def test_the_asyncio_client_retries_connection_errors_and_raises_server_er
         with pytest.raises(BatchserveError) as error:
             await client.classify(b"not an image")
     assert error.value.code == "invalid_image"
+
+
+def _answer(status: int, retry_after: str | None = None) -> httpx.Response:
+    return httpx.Response(status, headers={"Retry-After": retry_after} if retry_after else {})
+
+
+def test_the_backoff_has_full_jitter() -> None:
+    """Connection failures wait a uniform share of the doubled backoff: from 0 to all of it."""
+    for draw, expected in ((0.0, 0.0), (0.5, 0.5), (0.999, 0.999)):
+        retry = Retry(attempts=5, backoff_s=0.25, uniform=lambda d=draw: d)
+        assert retry.wait_s(2, None) == pytest.approx(expected)  # 0.25 * 2**2 = 1 s
+
+
+def test_retry_after_is_honoured_and_the_jitter_comes_on_top() -> None:
+    retry = Retry(attempts=5, backoff_s=0.5, max_wait_s=10.0, uniform=lambda: 0.5)
+    assert retry.wait_s(0, _answer(503, "3")) == pytest.approx(3.25)
+    assert retry.wait_s(1, _answer(429)) == pytest.approx(0.5)  # no header: the jitter alone
+    assert retry.wait_s(1, _answer(503, "60")) == 10.0  # capped
+    assert retry.wait_s(0, _answer(400)) is None
+    assert retry.wait_s(4, _answer(503, "1")) is None  # the last attempt
+
+
+def test_clients_refused_together_come_back_at_different_times() -> None:
+    retry = Retry(attempts=3, backoff_s=1.0)
+    waits = {retry.wait_s(0, _answer(503, "1")) for _ in range(50)}
+    assert len(waits) > 40
+    assert all(1.0 <= wait < 2.0 for wait in waits if wait is not None)

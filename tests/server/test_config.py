@@ -149,3 +149,9 @@ def test_the_pixel_limit_has_a_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
     monkeypatch.setenv("BATCHSERVE_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS_CEILING))
     assert load_settings().max_image_pixels == MAX_IMAGE_PIXELS_CEILING
+
+
+def test_the_clients_own_key_variable_is_no_typo_of_the_servers() -> None:
+    """``batchserve predict`` reads BATCHSERVE_API_KEY; the server must not warn about it."""
+    assert unknown_variables(["BATCHSERVE_API_KEY"]) == []
+    assert unknown_variables(["BATCHSERVE_API_KEYZ"]) != []

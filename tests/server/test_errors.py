@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
 from batcher import BatcherClosedError, BatchFailedError, DeadlineExceededError, QueueFullError
 from server import preprocess
-from server.errors import STATUS, ApiError, ErrorCode, from_batcher_error, from_image_error
+from server.errors import (
+    MAX_RETRY_AFTER_S,
+    RETRY_AFTER_S,
+    STATUS,
+    ApiError,
+    ErrorCode,
+    from_batcher_error,
+    from_image_error,
+    retry_after_s,
+)
 
 
 def test_every_code_has_a_status() -> None:
@@ -54,3 +64,19 @@ def test_every_code_is_documented_in_the_api_reference() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
     for code in ErrorCode:
         assert f"| {STATUS[code]} | `{code.value}` |" in docs, code
+
+
+@pytest.mark.parametrize(
+    ("drain_s", "expected"),
+    [(None, 1), (0.0, 1), (0.2, 1), (1.01, 2), (7.5, 8), (300.0, 30), (math.inf, 1)],
+)
+def test_retry_after_is_the_queues_drain_time_bounded(drain_s: float | None, expected: int) -> None:
+    assert retry_after_s(drain_s) == expected
+    assert (RETRY_AFTER_S, MAX_RETRY_AFTER_S) == (1, 30)
+
+
+def test_a_full_queue_answers_with_its_drain_time() -> None:
+    error = from_batcher_error(QueueFullError("queue is full (8 items waiting)", drain_s=4.2))
+    assert (error.code, error.status) == (ErrorCode.OVERLOADED, 503)
+    assert error.headers() == {"Retry-After": "5"}
+    assert from_batcher_error(QueueFullError("full")).headers() == {"Retry-After": "1"}

@@ -41,8 +41,11 @@ def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def _refused_start(command: list[str], tmp_path: Path, **settings: str) -> str:
-    """Run a start that must fail before serving; return its stderr."""
+def _refused_start(command: list[str], tmp_path: Path, status: int = 2, **settings: str) -> str:
+    """Run a start that must fail before serving with ``status``; return its stderr.
+
+    2: the configuration is wrong; 3: the model it names fails to load.
+    """
     result = subprocess.run(
         command,
         env=_environment(tmp_path, **settings),
@@ -51,7 +54,7 @@ def _refused_start(command: list[str], tmp_path: Path, **settings: str) -> str:
         text=True,
         timeout=120,
     )
-    assert result.returncode == 2
+    assert result.returncode == status, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     return result.stderr
 
@@ -446,7 +449,7 @@ def _repository(tmp_path: Path, folders: dict[str, dict[str, bytes]]) -> Path:
 def test_model_file_problems_stop_the_start_naming_the_file_or_setting(
     tmp_path: Path, tiny_files: dict[str, Path]
 ) -> None:
-    """Each refused start: exit 2, no traceback, a message naming what is wrong."""
+    """Each refused start: exit 2 (settings) or 3 (the model), no traceback, what is wrong named."""
     state_dict = tmp_path / "weights.pt"
     torch.save({"fc.weight": torch.zeros(2, 2)}, state_dict)
     corrupt = tmp_path / "broken.onnx"
@@ -456,24 +459,25 @@ def test_model_file_problems_stop_the_start_naming_the_file_or_setting(
     ts = tiny_files["ts"].read_bytes()
     twice = _repository(tmp_path / "a", {"twice": {"model.ts": ts, "model.pt": ts}})
     several = _repository(tmp_path / "b", {"x": {"model.ts": ts}, "y": {"model.ts": ts}})
-    cases: list[tuple[dict[str, str], list[str]]] = [
+    cases: list[tuple[dict[str, str], list[str], int]] = [
         ({"model": str(tiny_files["ts"]), "labels": str(labels)},
-         [str(labels), "has 3 labels but the model outputs 12 classes"]),
-        ({"model": str(tmp_path / "model.h5")}, ["model.h5", "unknown model file type"]),
-        ({"model": str(tmp_path / "absent.pt2")}, ["absent.pt2", "no such file"]),
-        ({"model": str(corrupt)}, [str(corrupt), "not a readable ONNX model"]),
-        ({"model": str(state_dict)}, [str(state_dict), "is a state_dict, not TorchScript"]),
+         [str(labels), "has 3 labels but the model outputs 12 classes"], 3),
+        ({"model": str(tmp_path / "model.h5")}, ["model.h5", "unknown model file type"], 2),
+        ({"model": str(tmp_path / "absent.pt2")}, ["absent.pt2", "no such file"], 2),
+        ({"model": str(corrupt)}, [str(corrupt), "not a readable ONNX model"], 3),
+        ({"model": str(state_dict)}, [str(state_dict), "is a state_dict, not TorchScript"], 3),
         ({"model_repository": str(twice)},
-         ["model twice", "several model files (model.ts, model.pt)"]),
+         ["model twice", "several model files (model.ts, model.pt)"], 2),
         ({"model_repository": str(several)},
-         ["several models are served (x, y)", "BATCHSERVE_DEFAULT_MODEL"]),
+         ["several models are served (x, y)", "BATCHSERVE_DEFAULT_MODEL"], 2),
+        ({"model": "resnet5"}, ["unknown model 'resnet5'"], 2),
     ]  # fmt: skip
     (tmp_path / "model.h5").write_bytes(b"x")
     with ThreadPoolExecutor(2) as pool:
         errors = list(
-            pool.map(lambda case: _refused_start([BATCHSERVE], tmp_path, **case[0]), cases)
+            pool.map(lambda case: _refused_start([BATCHSERVE], tmp_path, case[2], **case[0]), cases)
         )
-    for (settings, expected), stderr in zip(cases, errors, strict=True):
+    for (settings, expected, _), stderr in zip(cases, errors, strict=True):
         for text in expected:
             assert text in stderr, (settings, stderr)
 
@@ -486,7 +490,7 @@ def test_a_model_that_fails_to_load_in_a_repository_is_named(
         {"good": {"model.ts": tiny_files["ts"].read_bytes()}, "bad": {"model.pt2": b"junk"}},
     )
     stderr = _refused_start(
-        [BATCHSERVE], tmp_path, model_repository=str(root), default_model="good"
+        [BATCHSERVE], tmp_path, 3, model_repository=str(root), default_model="good"
     )
     assert "model bad:" in stderr
     assert "model.pt2" in stderr

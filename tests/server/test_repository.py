@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.model import ModelLoadError
+from server.model import ModelConfigError, ModelLoadError
 from server.repository import default_model, model_specs
 from tests.conftest import make_settings
 
@@ -105,3 +105,36 @@ def test_the_default_model() -> None:
         default_model(make_settings(), ["a", "b"])
     with pytest.raises(ModelLoadError, match="DEFAULT_MODEL=c is not served"):
         default_model(make_settings(default_model="c"), ["a", "b"])
+
+
+@pytest.mark.parametrize("path", ["../secrets.pth", "weights/../../other/best.pth"])
+def test_a_relative_path_that_leaves_the_models_folder_is_refused(
+    tmp_path: Path, path: str
+) -> None:
+    _folder(tmp_path, "flowers", {"config.toml": f'model = "resnet18"\nweights = "{path}"\n'})
+    with pytest.raises(ModelConfigError, match=r"weights = .* leads out of the model's folder"):
+        model_specs(make_settings(model_repository=tmp_path))
+
+
+def test_a_link_out_of_the_models_folder_is_refused_too(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    folder = _folder(
+        tmp_path / "repo",
+        "flowers",
+        {"config.toml": 'model = "resnet18"\nweights = "link/best.pth"\n'},
+    )
+    (folder / "link").symlink_to(outside)
+    with pytest.raises(ModelConfigError, match="leads out of the model's folder"):
+        model_specs(make_settings(model_repository=tmp_path / "repo"))
+
+
+def test_an_absolute_path_stays_allowed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "shared" / "best.pth"
+    _folder(
+        tmp_path / "repo",
+        "flowers",
+        {"config.toml": f'model = "resnet18"\nweights = "{elsewhere}"\n'},
+    )
+    (spec,) = model_specs(make_settings(model_repository=tmp_path / "repo"))
+    assert spec.settings.weights == str(elsewhere)
