@@ -21,7 +21,12 @@ from server.errors import ApiError, ErrorCode, from_image_error
 from server.oip_codec import IMAGE, PIXELS, PROBABILITIES, InferRequest, OutputTensor
 from server.progress import Progress
 from server.routes import admit, endpoint_path, read_within, registry_of, unit_named
-from server.schemas import protocol_error_responses
+from server.schemas import (
+    ProtocolLive,
+    ProtocolModelReady,
+    ProtocolReady,
+    protocol_error_responses,
+)
 from server.upload import cancel_on_disconnect, read_raw_body
 
 if TYPE_CHECKING:
@@ -38,7 +43,7 @@ ModelName = Annotated[str, Path(description="A served model's name")]
 Version = Annotated[str, Path(description='The one version, "1"')]
 
 
-#: A status-only answer: no body.
+#: Answers the handler builds itself (JSON, or JSON then binary tensor data).
 _EMPTY: Final[dict[str, Any]] = {"response_class": Response}
 #: Metadata endpoints' errors; inference adds its own.
 _LOOKUP_ERRORS: Final = protocol_error_responses(401, 404, 503)
@@ -52,24 +57,23 @@ _INFER_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
 }  # fmt: skip
 
 
-@probes.get("/health/live", summary="Protocol liveness", **_EMPTY)
-async def oip_live() -> Response:
+# The protocol's bodies, ``{"live": true}``, ``{"ready": true}`` and ``{"name", "ready"}``:
+# tritonclient reads only the status, the KServe SDK's REST client reads the body too.
+@probes.get("/health/live", summary="Protocol liveness")
+async def oip_live() -> ProtocolLive:
     """200 while the process is alive."""
-    return Response(status_code=200)
+    return ProtocolLive(live=True)
 
 
 @probes.get(
-    "/health/ready",
-    summary="Protocol readiness",
-    responses=protocol_error_responses(503),
-    **_EMPTY,
+    "/health/ready", summary="Protocol readiness", responses=protocol_error_responses(503)
 )
-async def oip_ready(request: Request) -> Response:
+async def oip_ready(request: Request) -> ProtocolReady:
     """200 when every model is ready, else 503 with the reason."""
     registry = registry_of(request)
     if not registry.ready:
         raise ApiError(ErrorCode.NOT_READY, registry.not_ready_reason)
-    return Response(status_code=200)
+    return ProtocolReady(ready=True)
 
 
 @router.get("", summary="Protocol server metadata", responses=protocol_error_responses(401))
@@ -119,13 +123,8 @@ def _metadata(unit: ModelUnit) -> dict[str, Any]:
     }
 
 
-@router.get(
-    "/models/{name}/ready",
-    summary="Protocol model readiness",
-    responses=_LOOKUP_ERRORS,
-    **_EMPTY,
-)
-async def oip_model_ready(request: Request, name: ModelName) -> Response:
+@router.get("/models/{name}/ready", summary="Protocol model readiness", responses=_LOOKUP_ERRORS)
+async def oip_model_ready(request: Request, name: ModelName) -> ProtocolModelReady:
     """200 when the model is ready, else 503 with the reason."""
     return _readiness(_unit(request, name))
 
@@ -134,17 +133,18 @@ async def oip_model_ready(request: Request, name: ModelName) -> Response:
     "/models/{name}/versions/{version}/ready",
     summary="Protocol model readiness, versioned",
     responses=_LOOKUP_ERRORS,
-    **_EMPTY,
 )
-async def oip_model_version_ready(request: Request, name: ModelName, version: Version) -> Response:
+async def oip_model_version_ready(
+    request: Request, name: ModelName, version: Version
+) -> ProtocolModelReady:
     """200 when the model's one version is ready, else 503 with the reason."""
     return _readiness(_unit(request, name, version))
 
 
-def _readiness(unit: ModelUnit) -> Response:
+def _readiness(unit: ModelUnit) -> ProtocolModelReady:
     if not unit.ready:
         raise ApiError(ErrorCode.NOT_READY, unit.not_ready_reason)
-    return Response(status_code=200)
+    return ProtocolModelReady(name=unit.name, ready=True)
 
 
 @router.post(

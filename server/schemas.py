@@ -193,6 +193,25 @@ class ProtocolErrorResponse(BaseModel):
     error: str = Field(examples=["no model named 'nope'; served: resnet50"])
 
 
+class ProtocolLive(BaseModel):
+    """The protocol's server liveness body (KServe's clients read ``live``)."""
+
+    live: bool = Field(examples=[True])
+
+
+class ProtocolReady(BaseModel):
+    """The protocol's server readiness body (KServe's clients read ``ready``)."""
+
+    ready: bool = Field(examples=[True])
+
+
+class ProtocolModelReady(BaseModel):
+    """The protocol's model readiness body."""
+
+    name: str = Field(examples=["resnet50"])
+    ready: bool = Field(examples=[True])
+
+
 def protocol_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries documenting the protocol's error body for ``statuses``."""
     return {status: {"model": ProtocolErrorResponse} for status in statuses}
