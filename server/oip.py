@@ -65,9 +65,7 @@ async def oip_live() -> ProtocolLive:
     return ProtocolLive(live=True)
 
 
-@probes.get(
-    "/health/ready", summary="Protocol readiness", responses=protocol_error_responses(503)
-)
+@probes.get("/health/ready", summary="Protocol readiness", responses=protocol_error_responses(503))
 async def oip_ready(request: Request) -> ProtocolReady:
     """200 when every model is ready, else 503 with the reason."""
     registry = registry_of(request)

@@ -11,7 +11,6 @@ the standard library: the web layer imports neither torch nor numpy.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 import struct
@@ -27,6 +26,10 @@ PIXELS: Final = "PIXELS"
 #: The output: FP32 [N, classes], or with ``classification: k``, BYTES [N, k].
 PROBABILITIES: Final = "PROBABILITIES"
 HEADER_LENGTH: Final = "Inference-Header-Content-Length"
+#: The protocol's shapes, timeouts and counts are int64; larger numbers are refused.
+INT64_MAX: Final = 2**63 - 1
+#: The largest finite float32: a pixel value beyond it cannot be sent to the model.
+FLOAT32_MAX: Final = 3.4028234663852886e38
 
 
 class ProtocolError(ValueError):
@@ -69,8 +72,10 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
     json_size = _header_length(header_length, len(body))
     try:
         request = json.loads(body[:json_size])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number too long
         raise ProtocolError(f"the request's JSON is malformed: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("the request's JSON is nested too deeply") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise ProtocolError("the request must be a JSON object with an 'inputs' list")
     parameters = _object(request.get("parameters"), "parameters")
@@ -78,15 +83,21 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
     binary_default = bool(parameters.get("binary_data_output", False))
     outputs = [_output(o, binary_default) for o in request.get("outputs") or []]
     timeout = parameters.get("timeout")
-    if timeout is not None and (not isinstance(timeout, int) or timeout <= 0):
+    if timeout is not None and not _is_count(timeout, minimum=1):
         raise ProtocolError("parameter 'timeout' must be a positive number of microseconds")
     return InferRequest(_id(request.get("id")), inputs, outputs, timeout, parameters)
+
+
+def _is_count(value: object, minimum: int = 0) -> bool:
+    """An int64 JSON integer of at least ``minimum`` (``true`` is no number here)."""
+    return type(value) is int and minimum <= value <= INT64_MAX
 
 
 def _header_length(value: str | None, size: int) -> int:
     if value is None:
         return size
-    if not value.isdigit() or int(value) > size:
+    # ASCII digits only: str.isdigit() also accepts "²" and "١٢", which int() refuses.
+    if not (value.isascii() and value.isdigit() and len(value) <= 19) or int(value) > size:
         raise ProtocolError(f"{HEADER_LENGTH} must be a byte count within the body, got {value!r}")
     return int(value)
 
@@ -111,17 +122,19 @@ def _inputs(items: list[Any], binary: memoryview) -> list[Input]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ProtocolError("each input must be an object with a 'name'")
         shape = item.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
             raise ProtocolError(f"input {item['name']!r}: 'shape' must be a list of sizes")
         size = _object(item.get("parameters"), "parameters").get("binary_data_size")
         raw = None
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if not _is_count(size) or offset + size > len(binary):
                 raise ProtocolError(f"input {item['name']!r}: binary_data_size past the body")
             raw, offset = bytes(binary[offset : offset + size]), offset + size
         elif not isinstance(item.get("data"), list):
             raise ProtocolError(f"input {item['name']!r} has neither 'data' nor binary data")
-        datatype = str(item.get("datatype", ""))
+        datatype = item.get("datatype", "")
+        if not isinstance(datatype, str):
+            raise ProtocolError(f"input {item['name']!r}: 'datatype' must be a string")
         inputs.append(Input(item["name"], datatype, tuple(shape), item.get("data"), raw))
     if offset != len(binary):
         raise ProtocolError("the binary data is longer than the inputs' binary_data_size")
@@ -133,7 +146,7 @@ def _output(item: object, binary_default: bool) -> Output:
         raise ProtocolError("each requested output must be an object with a 'name'")
     parameters = _object(item.get("parameters"), "parameters")
     classes = parameters.get("classification", 0)
-    if not isinstance(classes, int) or classes < 0:
+    if not _is_count(classes):
         raise ProtocolError("parameter 'classification' must be a count of classes")
     return Output(item["name"], bool(parameters.get("binary_data", binary_default)), classes)
 
@@ -143,9 +156,12 @@ def byte_elements(tensor: Input) -> list[bytes]:
     if tensor.raw is not None:
         return _length_prefixed(tensor.raw)
     assert tensor.data is not None
+    elements = _flat(tensor.data)
     try:
-        return [base64.b64decode(str(element), validate=True) for element in _flat(tensor.data)]
-    except binascii.Error:
+        if not all(isinstance(element, str) for element in elements):
+            raise ValueError("not a string")
+        return [base64.b64decode(element, validate=True) for element in elements]
+    except ValueError:  # binascii.Error, or characters outside ASCII
         raise ProtocolError(
             f"input {tensor.name!r}: in JSON, each image must be a base64 string"
         ) from None
@@ -174,19 +190,34 @@ def fp32_bytes(tensor: Input) -> bytes:
         return tensor.raw
     assert tensor.data is not None
     values = _flat(tensor.data)
-    if len(values) != count or not all(isinstance(v, int | float) for v in values):
-        raise ProtocolError(f"input {tensor.name!r}: 'data' must hold {count} numbers")
+    if len(values) != count or not all(_is_float32(v) for v in values):
+        raise ProtocolError(
+            f"input {tensor.name!r}: 'data' must hold {count} numbers, each a finite float32"
+        )
     packed = array("f", values)
     if sys.byteorder == "big":  # the protocol's binary data is little-endian
         packed.byteswap()
     return packed.tobytes()
 
 
+def _is_float32(value: object) -> bool:
+    if type(value) is int:
+        return abs(value) <= FLOAT32_MAX
+    return type(value) is float and math.isfinite(value) and abs(value) <= FLOAT32_MAX
+
+
 def _flat(data: list[Any]) -> list[Any]:
-    """JSON tensor data may be nested (row-major) or flat."""
+    """JSON tensor data may be nested (row-major) or flat; walked without recursion."""
     flat: list[Any] = []
-    for value in data:
-        flat.extend(_flat(value) if isinstance(value, list) else [value])
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
+            flat.append(value)
+        else:
+            stack.pop()
     return flat
 
 

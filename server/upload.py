@@ -45,7 +45,8 @@ class Part:
 
 def _too_large(max_bytes: int, what: str = "the upload") -> ApiError:
     mib = max_bytes / (1024 * 1024)
-    return ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"{what} exceeds the limit of {mib:g} MiB")
+    # 4 significant digits: BATCHSERVE_MAX_REQUEST_MB=0.1 is 104857 bytes, said "0.1 MiB".
+    return ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"{what} exceeds the limit of {mib:.4g} MiB")
 
 
 def is_raw(request: Request) -> bool:
@@ -53,8 +54,28 @@ def is_raw(request: Request) -> bool:
     return request.headers.get("content-type", "").lower().startswith(RAW_TYPES)
 
 
-def check_headers(request: Request, max_bytes: int, *, raw_allowed: bool = True) -> None:
-    """Refuse a wrong content type, or a declared length over the limit, before any read."""
+def declared_length(request: Request) -> int | None:
+    """The body's Content-Length when it is a plain byte count (ASCII digits), else None.
+
+    ``str.isdigit()`` alone would accept "²" or "١٢", which ``int()`` then refuses.
+    """
+    value = request.headers.get("content-length", "")
+    if value.isascii() and value.isdigit() and len(value) <= 19:
+        return int(value)
+    return None
+
+
+def check_headers(
+    request: Request,
+    max_bytes: int,
+    *,
+    raw_allowed: bool = True,
+    overhead: int = MULTIPART_OVERHEAD_BYTES,
+) -> None:
+    """Refuse a wrong content type, or a declared length over the limit, before any read.
+
+    A multipart body may carry ``overhead`` bytes of framing on top of ``max_bytes``.
+    """
     content_type = request.headers.get("content-type", "")
     multipart = content_type.lower().startswith("multipart/form-data")
     if not multipart and not (raw_allowed and is_raw(request)):
@@ -64,9 +85,8 @@ def check_headers(request: Request, max_bytes: int, *, raw_allowed: bool = True)
             f"expected multipart/form-data with the image in field {FIELD!r}{raw}, "
             f"got {content_type or 'no content type'!r}",
         )
-    overhead = MULTIPART_OVERHEAD_BYTES if multipart else 0
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes + overhead:
+    declared = declared_length(request)
+    if declared is not None and declared > max_bytes + (overhead if multipart else 0):
         raise _too_large(max_bytes)
 
 
@@ -96,8 +116,8 @@ async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
 
 async def read_raw_body(request: Request, max_bytes: int) -> bytes:
     """The whole body, up to ``max_bytes`` (413 above, declared or as it arrives)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    declared = declared_length(request)
+    if declared is not None and declared > max_bytes:
         raise _too_large(max_bytes, "the request")
     chunks = [chunk async for chunk in _limited(request.stream(), max_bytes, overhead=0)]
     return b"".join(chunks)
@@ -115,11 +135,12 @@ async def read_image_parts(
 ) -> list[Part]:
     """Every ``file`` part of a multipart body, in order: 1 to ``max_files`` of them.
 
-    The whole body is bounded by ``max_request_bytes`` (413 for the request); a
-    part over ``max_file_bytes``, or empty, is an error of that part only.
+    The whole body, multipart framing included, is bounded by
+    ``max_request_bytes`` (413 for the request); a part over
+    ``max_file_bytes``, or empty, is an error of that part only.
     """
-    check_headers(request, max_request_bytes, raw_allowed=False)
-    form = await _parse(request, max_request_bytes + MULTIPART_OVERHEAD_BYTES, max_files)
+    check_headers(request, max_request_bytes, raw_allowed=False, overhead=0)
+    form = await _parse(request, max_request_bytes, max_files, overhead=0)
     try:
         uploads = form.getlist(FIELD)
         if not uploads:
@@ -150,10 +171,12 @@ async def _part(upload: UploadFile | str, max_bytes: int) -> Part:
     return Part(upload.filename, data)
 
 
-async def _parse(request: Request, limit: int, max_files: int) -> FormData:
+async def _parse(
+    request: Request, limit: int, max_files: int, overhead: int = MULTIPART_OVERHEAD_BYTES
+) -> FormData:
     parser = MultiPartParser(
         request.headers,
-        _limited(request.stream(), limit),
+        _limited(request.stream(), limit, overhead),
         max_files=max_files,
         max_fields=_MAX_FIELDS,
         max_part_size=_MAX_FIELD_BYTES,

@@ -105,7 +105,7 @@ def small_limits() -> Iterator[RunningServer]:
     """4 images per batch at most; 2 queued; tight byte limits."""
     settings = make_settings(
         model="mobilenet_v2", max_batch_size=4, max_queue_size=2, max_files=4,
-        max_upload_mb=0.08, max_request_mb=0.1,
+        max_upload_mb=0.08, max_request_mb=0.2,
     )  # fmt: skip
     yield from served(create_app(settings))
 
@@ -124,7 +124,7 @@ def test_a_file_over_its_limit_is_its_own_error(small: httpx.Client) -> None:
 
 
 def test_a_body_over_the_request_limit_fails_whole(small: httpx.Client) -> None:
-    files = [("file", (f"{i}.jpg", b"\xff" * 45_000, "image/jpeg")) for i in range(4)]
+    files = [("file", (f"{i}.jpg", b"\xff" * 55_000, "image/jpeg")) for i in range(4)]
     assert_error(small.post("/predict/batch", files=files), ErrorCode.PAYLOAD_TOO_LARGE)
 
 
@@ -144,3 +144,12 @@ def test_batch_size_counts_the_images_of_one_request(small: httpx.Client) -> Non
 def test_a_text_field_named_file_is_a_malformed_request(api: httpx.Client) -> None:
     response = api.post("/predict/batch", data={"file": "{}"}, files=_files("cat.jpg"))
     assert_error(response, ErrorCode.MISSING_FILE)
+
+
+def test_the_request_limit_bounds_the_whole_body_framing_included(small: httpx.Client) -> None:
+    """max_request_mb=0.2: files summing to just under it fail once the framing is counted."""
+    limit = int(0.2 * 2**20)
+    files = [("file", (f"{i}.jpg", b"\xff" * (limit // 2 - 10), "image/jpeg")) for i in range(2)]
+    response = small.post("/predict/batch", files=files)
+    body = assert_error(response, ErrorCode.PAYLOAD_TOO_LARGE)
+    assert "0.2 MiB" in body["error"]["message"]
