@@ -6,6 +6,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import require_tool
 
 AWS = Path(__file__).parents[2] / "deploy" / "terraform" / "aws"
@@ -41,8 +43,9 @@ def test_the_vm_runs_the_compose_stack_and_the_url_is_an_output() -> None:
         assert f'variable "{name}"' in variables, name
 
 
-def test_who_may_call_the_api_has_no_default() -> None:
+@pytest.mark.parametrize("name", ["api_cidrs", "repository_url"])
+def test_who_may_call_the_api_and_what_to_clone_have_no_default(name: str) -> None:
     variables = (AWS / "variables.tf").read_text()
-    block = variables.split('variable "api_cidrs" {')[1].split("\n}\n")[0]
+    block = variables.split(f'variable "{name}" {{')[1].split("\n}\n")[0]
     assert not re.search(r"^\s*default\s*=", block, re.MULTILINE)
     assert "validation" in block

@@ -37,9 +37,13 @@ variable "api_port" {
 }
 
 variable "repository_url" {
-  description = "Git repository with docker-compose.yml to clone on the VM."
+  description = "Git repository with docker-compose.yml to clone on the VM (your fork or mirror of batchserve). No default: there is no canonical public copy to assume."
   type        = string
-  default     = "https://github.com/batchserve/batchserve.git"
+
+  validation {
+    condition     = can(regex("^(https://|git@|ssh://)", var.repository_url))
+    error_message = "repository_url must be a git URL the VM can clone, such as https://github.com/you/batchserve.git."
+  }
 }
 
 variable "repository_ref" {
