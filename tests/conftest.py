@@ -50,6 +50,21 @@ def require_tool(name: str) -> str:
     pytest.skip(message)
 
 
+def wait_process_ready(url: str, process: subprocess.Popen[str], timeout_s: float = 180) -> None:
+    """Wait for ``/ready`` 200 from a server ``process``; its output if it dies or never is."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            pytest.fail("".join(part or "" for part in process.communicate())[-4000:])
+        assert time.monotonic() < deadline, f"{url} never became ready"
+        try:
+            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
 def photo(name: str) -> bytes:
     return (DATA / name).read_bytes()
 

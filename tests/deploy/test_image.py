@@ -13,7 +13,6 @@ import json
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import photo, require_tool
+from tests.conftest import photo, require_tool, wait_process_ready
 from tests.deploy.image import ROOT, Image, assemble, parse_dockerfile
 from tests.deploy.test_kubernetes import KUBE, _by_kind, _kustomize
 
@@ -112,19 +111,6 @@ def serving(image: Image) -> Iterator[Any]:
             process.wait()
 
 
-def _wait_ready(url: str, process: subprocess.Popen[str], timeout_s: float = 240) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert process.poll() is None, process.communicate()[0][-4000:]
-        assert time.monotonic() < deadline, "the image's server never became ready"
-        try:
-            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-
-
 @pytest.mark.parametrize("deployment", ["image", "compose", "kubernetes"])
 def test_each_deployments_command_serves_from_the_image(
     deployment: str, serving: Any, tmp_path: Path
@@ -136,7 +122,7 @@ def test_each_deployments_command_serves_from_the_image(
     }[deployment]()
     start, processes = serving
     url = start(command, env)
-    _wait_ready(url, processes[0])
+    wait_process_ready(url, processes[0], timeout_s=240)
     answer = httpx.post(f"{url}/predict", files={"file": photo("cat.jpg")}, timeout=60)
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["predictions"]) == 5

@@ -27,7 +27,7 @@ from loadtest.process import free_port
 from server.app import create_app
 from server.cli.main import build_parser, with_default_command
 from server.config import Settings, SettingsError, load_settings
-from tests.conftest import make_settings, photo, start_server
+from tests.conftest import make_settings, photo, start_server, wait_process_ready
 
 BATCHSERVE = str(Path(sys.executable).with_name("batchserve"))
 
@@ -102,17 +102,6 @@ def test_mobilenet_v2_serves_with_labels_and_preprocessing_from_its_weights(
     assert body["predictions"][0]["label"] in metadata.meta["categories"]
 
 
-def _wait_ready(url: str, process: subprocess.Popen[str], timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1]
-        try:
-            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail("the server never became ready")
 
 
 def _inflight(url: str) -> float:
@@ -220,7 +209,7 @@ def test_sigterm_under_load_answers_every_accepted_request_then_exits(tmp_path: 
     stop = threading.Event()
     outcomes: list[_Outcome] = []
     try:
-        _wait_ready(url, process)
+        wait_process_ready(url, process)
         probe = socket.create_connection(("127.0.0.1", port), timeout=30)
         assert _get_ready(probe).startswith(b"HTTP/1.1 200 ")
         with ThreadPoolExecutor(6) as pool, probe:
@@ -382,7 +371,7 @@ def test_ctrl_c_while_serving_drains_and_exits_cleanly(tmp_path: Path) -> None:
         [BATCHSERVE], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
     )
     try:
-        _wait_ready(url, process)
+        wait_process_ready(url, process)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
