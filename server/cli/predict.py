@@ -38,9 +38,9 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "predict",
         help="classify images on a running batchserve server",
-        description="Send the images to a running server (one request: POST /predict/batch) "
-        "and print each one's top-k classes. Overload (503) and rate limits (429) are "
-        "retried after their Retry-After.",
+        description="Send the images to a running server (POST /predict/batch, in as many "
+        "requests as its limits need) and print each one's top-k classes. Overload (503) "
+        "and rate limits (429) are retried after their Retry-After.",
     )
     parser.add_argument(
         "images", nargs="+", type=Path, metavar="IMAGE",
