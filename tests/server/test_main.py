@@ -102,8 +102,6 @@ def test_mobilenet_v2_serves_with_labels_and_preprocessing_from_its_weights(
     assert body["predictions"][0]["label"] in metadata.meta["categories"]
 
 
-
-
 def _inflight(url: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     match = re.search(r"^batchserve_inflight_requests (\S+)$", text, re.MULTILINE)
