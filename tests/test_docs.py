@@ -49,13 +49,15 @@ def test_relative_links_in_the_docs_point_to_files() -> None:
 _FIGURE = re.compile(
     r"(?<![\w.])(\d+(?:\.\d+)?)\s?(?:images/s|img/s|req/s|requests/s|ms\b|\u00d7|x\b)"
 )
+#: An approximate duration ("~0.8 s", "~2 minutes"): a measurement remembered, not a setting.
+_APPROXIMATE_TIME = re.compile(r"~ ?(\d+(?:\.\d+)?) ?(?:s|seconds|minutes)\b")
 REPORTS = sorted((ROOT / "docs").glob("benchmarks*.md"))
 
 
 def _figures(text: str) -> list[str]:
     # Code blocks hold commands and settings (BATCHSERVE_MAX_BATCH_WAIT_MS=5), not results.
     prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
-    return _FIGURE.findall(prose)
+    return _FIGURE.findall(prose) + _APPROXIMATE_TIME.findall(prose)
 
 
 def test_every_report_names_its_command_and_its_cpu_with_flags() -> None:
