@@ -21,6 +21,12 @@ from server.cli.interrupt import Interrupted
 #: Options that belong to the top-level parser, not to the implied ``serve``.
 _TOP_LEVEL_OPTIONS: Final = frozenset({"-h", "--help", "--version"})
 _SUBCOMMANDS: Final = (serve, quantize, predict)
+EXIT_STATUSES: Final = """exit statuses:
+  0       a clean stop (after draining)
+  1       predict: an image not classified, or no answer from the server
+  2       a usage or configuration error
+  3       a model that fails to load, or whose int8 version the fidelity gate refuses
+  128+N   signal N before serving"""
 #: The libraries whose versions decide what a model computes, shown by --version.
 ENGINE_LIBRARIES: Final = ("torch", "torchvision", "openvino", "nncf")
 
@@ -40,12 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="batchserve",
-        description="A dynamic-batching HTTP inference server for image classifiers. "
+        description="A dynamic-batching HTTP inference server for image classifiers.\n"
         "Without a subcommand, batchserve serves.",
-        epilog="Exit statuses: 0 a clean stop, 1 a failed predict, 2 a usage or configuration "
-        "error, 3 a model that fails to load (or whose int8 version is refused), 128+N a "
-        "signal before serving.",
-        # --version prints one library per line.
+        epilog=EXIT_STATUSES,
+        # Kept as written: --version prints one library per line, the epilog one status each.
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=version_text())

@@ -52,3 +52,4 @@ def test_the_exit_statuses_are_in_the_help() -> None:
     text = " ".join(build_parser().format_help().split())
     assert "2 a usage or configuration error" in text
     assert "3 a model that fails to load" in text
+    assert "128+N signal N before serving" in text
