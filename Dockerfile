@@ -25,7 +25,7 @@ WORKDIR /src
 COPY requirements/runtime-${VARIANT}.txt requirements/
 RUN pip install --index-url "${TORCH_INDEX}" --extra-index-url https://pypi.org/simple \
         -r "requirements/runtime-${VARIANT}.txt"
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 # What serving needs: the server, its batcher, and the client that `batchserve predict` uses.
 COPY batcher/ batcher/
 COPY server/ server/

@@ -214,7 +214,8 @@ class MicroBatcher(Generic[T, R]):
             self._queue.put_all(pendings)
         except QueueFullError as exc:
             self._drop(DropReason.OVERLOADED, len(items))
-            raise QueueFullError(str(exc), self._drain.seconds_for(len(self._queue))) from None
+            exc.drain_s = self._drain.seconds_for(len(self._queue))
+            raise
         for pending in pendings:
             self._tracker.record(now)
             if deadline is not None:

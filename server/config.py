@@ -194,7 +194,7 @@ class Settings(BaseSettings):
     def _device_name(cls, value: str) -> str:
         name = value.strip().lower()
         kind, _, index = name.partition(":")
-        bad_index = bool(index) and not (kind == "cuda" and index.isdigit())
+        bad_index = bool(index) and not (kind == "cuda" and index.isascii() and index.isdigit())
         if kind not in {"auto", "cpu", "cuda"} or bad_index:
             raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
         return name

@@ -53,6 +53,13 @@ def test_batchserve_version_runs_in_the_image(image: Image) -> None:
     assert result.stdout.startswith("batchserve ")
 
 
+def test_the_installed_distribution_carries_its_license(image: Image) -> None:
+    show = "import importlib.metadata as m; print([str(f) for f in m.files('batchserve')])"
+    result = image.run("python", "-c", show)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LICENSE" in result.stdout
+
+
 def test_the_build_steps_import_paths_work_in_the_image(image: Image) -> None:
     """The weights stage's loader and ``batchserve quantize`` (the int8 build) both import."""
     quantize = image.run("batchserve", "quantize", "--help")
@@ -126,5 +133,9 @@ def test_each_deployments_command_serves_from_the_image(
     answer = httpx.post(f"{url}/predict", files={"file": photo("cat.jpg")}, timeout=60)
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["predictions"]) == 5
+    docs = httpx.get(f"{url}/docs", timeout=30)  # Swagger UI's files come from the image too
+    assert docs.status_code == 200
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert httpx.get(f"{url}/static-offline-docs/{asset}", timeout=30).status_code == 200
     processes[0].send_signal(signal.SIGTERM)
     assert processes[0].wait(timeout=60) == 0
