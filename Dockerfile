@@ -48,7 +48,7 @@ ENV TORCH_HOME=/opt/torch \
 # int8, the same quantization into the cache (pip and NNCF only in this throw-away stage).
 RUN mkdir -p /opt/torch /opt/batchserve-cache \
     && if [ "${BAKE_WEIGHTS}" = "1" ]; then \
-        python -c "from server.model import ensure_weights, resolve_weights; \
+        python -c "from server.models.torchvision_models import ensure_weights, resolve_weights; \
 ensure_weights(resolve_weights('${BATCHSERVE_MODEL}', '${BATCHSERVE_WEIGHTS}'))"; \
     fi \
     && if [ "${PRECISION}" = "int8" ]; then \

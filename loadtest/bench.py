@@ -30,8 +30,8 @@ from loadtest.process import rss_mb, start_server
 from loadtest.report import Benchmark, ServerRun, markdown, plot
 from server.config import Settings
 from server.engines import Engine, TorchEngine
-from server.plan import cpu_features, resolve_plan
-from server.unit import prepare
+from server.models.plan import cpu_features, resolve_plan
+from server.service.preparation import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 

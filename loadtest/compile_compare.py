@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from server.plan import batch_buckets
+from server.models.plan import batch_buckets
 
 
 @dataclass(frozen=True)

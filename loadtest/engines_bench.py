@@ -34,8 +34,8 @@ from loadtest import model_bench, report
 from loadtest.client import LoadResult, closed_loop
 from loadtest.process import free_port, rss_mb, start_server
 from server.config import Settings
-from server.plan import cpu_has_fast_bf16, resolve_plan
-from server.unit import prepare
+from server.models.plan import cpu_has_fast_bf16, resolve_plan
+from server.service.preparation import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("raw", "servers", "fidelity")

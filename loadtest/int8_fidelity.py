@@ -18,9 +18,9 @@ import torch
 
 from server.engines import calibration, int8
 from server.engines.openvino_engine import OpenVinoEngine, compile_for_cpu, convert
-from server.loading import imagenet_categories
-from server.model import LoadedModel, sha256_of
-from server.preprocess import PreprocessSpec
+from server.models.loading import imagenet_categories
+from server.models.preprocess import PreprocessSpec
+from server.models.torchvision_models import LoadedModel, sha256_of
 
 SPEC = PreprocessSpec(274, 240, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from server import preprocess
 from server.engines import Engine
-from server.model import LoadedModel
+from server.models import preprocess
+from server.models.torchvision_models import LoadedModel
 
 
 @dataclass(frozen=True)

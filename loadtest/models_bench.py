@@ -31,8 +31,8 @@ from loadtest.int8_fidelity import efficientnet_lite1_module
 from loadtest.process import start_server
 from server.config import Settings
 from server.engines import build_engine
-from server.loading import load
-from server.plan import cpu_has_fast_bf16, resolve_plan
+from server.models.loading import load_model
+from server.models.plan import cpu_has_fast_bf16, resolve_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("sources", "repository")
@@ -63,7 +63,7 @@ def source_rows(files: dict[str, Path], sizes: list[int], seconds: float) -> lis
                  "max_batch_size": max(sizes), **EFFNET}
             )  # fmt: skip
             started = time.perf_counter()
-            engine = build_engine(load(settings), resolve_plan(settings), settings).engine
+            engine = build_engine(load_model(settings), resolve_plan(settings), settings).engine
             engine.warm_up(max(sizes))
             ready_s = time.perf_counter() - started
             rates = [model_bench.forward_throughput(engine, n, seconds).images_per_s for n in sizes]

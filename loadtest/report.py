@@ -16,7 +16,7 @@ _STAGES = ("preprocess", "queue", "inference", "total")
 
 def header(title: str, module: str, argv: list[str], *facts: str) -> list[str]:
     """A report's opening: title, the command that made it, the CPU and its flags, the date."""
-    from server.plan import cpu_features  # torch: only where a report is written
+    from server.models.plan import cpu_features  # torch: only where a report is written
 
     cpu, flags = cpu_features()
     command = " ".join([f"python -m {module}", *map(shlex.quote, argv)])

@@ -145,6 +145,10 @@ class Metrics:
         """The pipeline metrics of one model (its ``model`` label), zeros published now."""
         return ModelMetrics(self, name)
 
+    def count_images(self, model: str, endpoint: str, count: int) -> None:
+        """``count`` images of ``model`` answered through ``endpoint``."""
+        self.images.labels(endpoint=endpoint, model=model).inc(count)
+
     def set_model_info(self, **labels: str) -> None:
         """Publish one model's description as the labels of ``batchserve_model_info``."""
         self.model_info.labels(**labels).set(1)
@@ -184,10 +188,6 @@ class ModelMetrics:
         m.queue_capacity.labels(model=name).set_function(lambda: statistics().max_queue_size)
         m.workers_busy.labels(model=name).set_function(lambda: statistics().busy_workers)
         m.workers.labels(model=name).set_function(lambda: statistics().workers)
-
-    def count_images(self, endpoint: str, count: int) -> None:
-        """``count`` images of this model answered through ``endpoint``."""
-        self._metrics.images.labels(endpoint=endpoint, model=self.model).inc(count)
 
     def on_batch(self, record: BatchRecord) -> None:
         """Batcher observer hook: one call per batch."""

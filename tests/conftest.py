@@ -24,11 +24,12 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.exports import export
-from server.app import create_app
 from server.config import Settings
-from server.registry import ModelRegistry
-from server.serving import DrainingServer, uvicorn_config
-from server.unit import ModelUnit
+from server.service.registry import ModelRegistry
+from server.service.unit import ModelUnit
+from server.web.app import create_app
+from server.web.serving import DrainingServer, uvicorn_config
+from tests.engine import prepare_test_engine
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = ("cat.jpg", "cat_cmyk.jpg", "coffee.webp", "camera_gray.png", "horse_rgba.png",
@@ -166,13 +167,19 @@ def client_of(server: RunningServer) -> Iterator[httpx.Client]:
         yield client
 
 
+def app_with_test_engine(settings: Settings) -> FastAPI:
+    """The app for ``settings`` with the deterministic test engine: no network is built."""
+    return create_app(settings, preparer=prepare_test_engine)
+
+
 @pytest.fixture(scope="session")
 def resnet_server() -> Iterator[RunningServer]:
-    """One ResNet-50 (random weights) server shared by the API tests that do not reconfigure it.
+    """One server described as ResNet-50, shared by the API tests that do not reconfigure it.
 
-    It runs the default engine (OpenVINO on the CPU), so the API is tested on what users run.
+    It runs the test engine (tests/engine.py), with the default engine's plan
+    (OpenVINO on the CPU); tests/server/engines run the real engines.
     """
-    yield from served(create_app(make_settings(engine="auto")))
+    yield from served(app_with_test_engine(make_settings(engine="auto")))
 
 
 @pytest.fixture(scope="session")
@@ -187,7 +194,7 @@ def guarded_server() -> Iterator[RunningServer]:
         trusted_proxies="127.0.0.1",
         body_timeout_s=2.0,
     )
-    yield from served(create_app(settings))
+    yield from served(app_with_test_engine(settings))
 
 
 @pytest.fixture

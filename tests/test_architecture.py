@@ -4,6 +4,7 @@ import nothing of each other's heavy dependencies."""
 from __future__ import annotations
 
 import ast
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +26,6 @@ def _imported_top_level_modules(path: Path) -> set[str]:
     return names
 
 
-def test_batcher_has_modules_to_check() -> None:
-    assert len(BATCHER_FILES) >= 5
-
-
 @pytest.mark.parametrize("path", BATCHER_FILES, ids=lambda p: p.name)
 def test_batcher_imports_only_the_standard_library_and_itself(path: Path) -> None:
     allowed = set(sys.stdlib_module_names) | {"batcher", "__future__"}
@@ -36,9 +33,16 @@ def test_batcher_imports_only_the_standard_library_and_itself(path: Path) -> Non
     assert not foreign, f"{path.name} imports {sorted(foreign)}"
 
 
-@pytest.mark.parametrize("name", ["server", "fastapi", "starlette", "torch", "prometheus_client"])
-def test_the_forbidden_names_are_indeed_not_in_the_standard_library(name: str) -> None:
-    assert name not in sys.stdlib_module_names
+def test_every_batcher_module_is_checked() -> None:
+    """The parametrisation above covers the package as Python finds it, subpackages too."""
+    found = {p.name for p in BATCHER_FILES}
+    imported = {
+        module.name.rsplit(".", 1)[-1] + ".py"
+        for module in pkgutil.walk_packages([str(ROOT / "batcher")])
+        if not module.ispkg
+    }
+    assert imported <= found, f"not checked: {sorted(imported - found)}"
+    assert "__init__.py" in found
 
 
 def _modules_loaded_by(imports: list[str]) -> set[str]:
@@ -52,43 +56,85 @@ def _modules_loaded_by(imports: list[str]) -> set[str]:
     return set(result.stdout.split())
 
 
-#: The web layer: HTTP, metrics, errors, schemas. It reaches models through app.state.
-WEB_LAYER = [
-    "server.routes", "server.errors", "server.schemas", "server.metrics", "server.middleware",
-    "server.auth", "server.upload", "server.ratelimit", "server.http_head", "server.progress",
-    "server.image_errors", "server.config", "server.openapi", "server.oip", "server.oip_codec",
-]  # fmt: skip
-#: Models and engines: loading, converting, running. No web framework.
-MODEL_LAYER = [
-    "server.model", "server.model_files", "server.loading", "server.labels", "server.plan",
-    "server.engines", "server.engines.contract", "server.engines.errors",
-    "server.engines.torch_engine", "server.engines.openvino_engine", "server.engines.int8",
-    "server.engines.int8_cache", "server.engines.calibration", "server.unit", "server.compute",
-    "server.repository", "server.preprocess",
-]  # fmt: skip
+#: The layers, each a package; a module belongs to the layer of the folder it lives in.
+LAYERS = ("server.web", "server.service", "server.models", "server.engines", "server.cli")
+#: What stays at server/'s top: configuration, metrics, the package and its entry point.
+TOP = {"server", "server.__main__", "server.config", "server.metrics"}
 
 
-def test_the_web_layer_imports_no_torch_and_no_pillow() -> None:
-    loaded = _modules_loaded_by(WEB_LAYER)
-    assert not loaded & {"torch", "torchvision", "PIL", "numpy", "openvino"}, loaded
-
-
-def test_model_and_engine_code_import_no_web_framework() -> None:
-    loaded = _modules_loaded_by(MODEL_LAYER)
-    assert not loaded & {"fastapi", "starlette", "uvicorn", "prometheus_client"}, loaded
-
-
-def test_the_rules_are_checked_on_every_server_module() -> None:
-    """A new module must be placed in one layer (or be a composition root) on purpose."""
-    roots = {"server.app", "server.info", "server.registry", "server.serving", "server.logs",
-             "server.cli", "server.__main__", "server"}  # fmt: skip
-    modules = {
+def _server_modules() -> set[str]:
+    return {
         ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         for path in (ROOT / "server").rglob("*.py")
     }
-    modules = {m for m in modules if not m.startswith("server.cli.")}
-    unplaced = modules - set(WEB_LAYER) - set(MODEL_LAYER) - roots
-    assert not unplaced, f"place these in WEB_LAYER or MODEL_LAYER: {sorted(unplaced)}"
+
+
+def _modules_of(package: str) -> list[str]:
+    return sorted(m for m in _server_modules() if m == package or m.startswith(f"{package}."))
+
+
+def test_the_web_layer_imports_no_torch_no_pillow_and_no_numpy() -> None:
+    loaded = _modules_loaded_by(_modules_of("server.web"))
+    assert not loaded & {"torch", "torchvision", "PIL", "numpy", "openvino"}, loaded
+
+
+@pytest.mark.parametrize("package", ["server.models", "server.engines", "server.service"])
+def test_model_engine_and_service_code_import_no_web_framework(package: str) -> None:
+    loaded = _modules_loaded_by(_modules_of(package))
+    assert not loaded & {"fastapi", "starlette", "uvicorn", "prometheus_client"}, loaded
+
+
+def _imports_of(module: str) -> set[str]:
+    """The server modules ``module`` imports (at any level, TYPE_CHECKING included)."""
+    path = ROOT / Path(*module.split("."))
+    path = path.with_suffix(".py") if path.with_suffix(".py").exists() else path / "__init__.py"
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names & _server_modules()
+
+
+def _layer_of(module: str) -> str:
+    return next((layer for layer in LAYERS if module.startswith(layer)), "server")
+
+
+#: Which layer may import which: web -> service -> models and engines; nothing imports web
+#: but the command line; the top (config, metrics) is everyone's.
+MAY_IMPORT = {
+    "server.web": {"server.web", "server.service", "server.models", "server.engines"},
+    "server.service": {"server.service", "server.models", "server.engines"},
+    "server.models": {"server.models"},
+    "server.engines": {"server.engines", "server.models"},
+    "server.cli": set(LAYERS),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(MAY_IMPORT))
+def test_layers_import_only_the_layers_below_them(layer: str) -> None:
+    wrong = {
+        f"{module} -> {imported}"
+        for module in _modules_of(layer)
+        for imported in _imports_of(module)
+        if _layer_of(imported) not in MAY_IMPORT[layer] | {"server"}
+    }
+    assert not wrong, sorted(wrong)
+
+
+def test_every_server_module_lives_in_one_layer_or_at_the_top() -> None:
+    """A new module belongs to a layer because of its folder; the top holds only these."""
+    top = {m for m in _server_modules() if _layer_of(m) == "server"}
+    assert top == TOP
+
+
+def test_the_top_imports_no_layer() -> None:
+    """Configuration and metrics are below every layer; the entry point only reaches the CLI."""
+    for module in TOP - {"server.__main__"}:
+        assert {_layer_of(m) for m in _imports_of(module)} <= {"server"}, module
 
 
 def test_the_client_imports_neither_torch_nor_the_server() -> None:

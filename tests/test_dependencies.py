@@ -98,7 +98,7 @@ def test_the_build_backend_reads_the_license_expression() -> None:
 
 
 def test_uvicorns_h11_protocol_still_has_what_http_head_overrides() -> None:
-    """server/http_head.py replaces ``conn`` and ``send_400_response`` and writes on ``transport``.
+    """server/web/http_head.py replaces ``conn`` and ``send_400_response``, writes on ``transport``.
 
     uvicorn's protocol must still build ``self.conn`` in ``__init__``, read events
     through ``self.conn.next_event()`` and answer parse errors through

@@ -19,11 +19,11 @@ from server.cli.serve import EXIT_CONFIG, STARTUP_ERRORS, exit_status
 from server.cli.settings import SETTINGS_EPILOG, add_settings_options, settings_from
 from server.config import Settings, SettingsError, with_model_settings
 from server.engines import BuiltEngine
-from server.loading import download_weights
-from server.logs import configure_logging
-from server.plan import resolve_plan
-from server.repository import model_specs
-from server.unit import prepare_in_compute_thread
+from server.models.loading import download_weights
+from server.models.plan import resolve_plan
+from server.models.repository import model_specs
+from server.service.preparation import prepare_in_compute_thread
+from server.web.logs import configure_logging
 
 logger = logging.getLogger("batchserve")
 

@@ -8,19 +8,19 @@ import logging
 import sys
 from typing import Any, Final
 
-from server.app import create_app
 from server.cli.interrupt import Interrupted
 from server.cli.settings import SETTINGS_EPILOG, add_settings_options, settings_from
 from server.config import Settings, SettingsError, unknown_variables, variable_names
 from server.engines.errors import CalibrationError, Int8FidelityError
-from server.loading import download_weights
-from server.logs import configure_logging
-from server.model import ModelConfigError, ModelLoadError
-from server.plan import DeviceError, resolve_plan
-from server.registry import ModelPlan
-from server.repository import ModelSpec, default_model, model_specs
-from server.serving import serve
-from server.unit import prepare_in_compute_thread
+from server.models.loading import download_weights
+from server.models.plan import DeviceError, resolve_plan
+from server.models.repository import ModelSpec, default_model, model_specs
+from server.models.torchvision_models import ModelConfigError, ModelLoadError
+from server.service.preparation import prepare_in_compute_thread
+from server.service.registry import ModelPlan
+from server.web.app import create_app
+from server.web.logs import configure_logging
+from server.web.serving import serve
 
 logger = logging.getLogger("batchserve")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from server.config import Settings
 from server.engines.contract import MAX_TOP_K, BuiltEngine, Engine, Row
 from server.engines.torch_engine import TorchEngine
-from server.model import LoadedModel
-from server.plan import RuntimePlan
+from server.models.plan import RuntimePlan
+from server.models.torchvision_models import LoadedModel
 
 __all__ = [
     "MAX_TOP_K",

@@ -18,9 +18,9 @@ from typing import Final
 import torch
 from PIL import Image, ImageOps
 
-from server import preprocess
 from server.engines.errors import CalibrationError
-from server.preprocess import PreprocessSpec
+from server.models import preprocess
+from server.models.preprocess import PreprocessSpec
 
 #: The photos shipped with batchserve, used when BATCHSERVE_CALIBRATION_DIR is not set.
 DEFAULT_DIR: Final = Path(__file__).parent / "calibration"

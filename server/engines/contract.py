@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from server.config import MAX_TOP_K
-from server.model import LoadedModel
+from server.models.torchvision_models import LoadedModel
 
 __all__ = ["MAX_TOP_K", "BuiltEngine", "Engine", "Row", "rows_from_logits"]
 
@@ -27,8 +29,8 @@ class Row:
     top: tuple[tuple[int, float], ...]
     batch_size: int
     inference_s: float
-    #: Every class's probability: a CPU float32 tensor (a row of the batch's, no copy).
-    probabilities: torch.Tensor | None = None
+    #: Every class's probability: a float32 NumPy array (a row of the batch's, no copy).
+    probabilities: npt.NDArray[np.float32]
 
 
 class Engine(Protocol):
@@ -74,7 +76,7 @@ def rows_from_logits(
     probabilities = logits.float().softmax(dim=1) if softmax else logits.float()
     values, indices = probabilities.topk(top_k, dim=1)
     pairs = torch.stack([indices.to(torch.float64), values.to(torch.float64)], dim=2)
-    host, every = pairs.cpu().tolist(), probabilities.cpu()
+    host, every = pairs.cpu().tolist(), probabilities.cpu().numpy()
     return [
         Row(tuple((int(i), p) for i, p in row), batch_size, elapsed_s, every[n])
         for n, row in enumerate(host)

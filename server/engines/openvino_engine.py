@@ -24,8 +24,8 @@ from server.config import Settings
 from server.engines import calibration, int8
 from server.engines.contract import MAX_TOP_K, BuiltEngine, Row, rows_from_logits
 from server.engines.int8_cache import Int8Cache, cache_key
-from server.model import LoadedModel, ModelLoadError
-from server.plan import RuntimePlan
+from server.models.plan import RuntimePlan
+from server.models.torchvision_models import LoadedModel, ModelLoadError
 
 logger = logging.getLogger(__name__)
 

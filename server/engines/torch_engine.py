@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from server.engines.contract import MAX_TOP_K, Row, rows_from_logits
-from server.model import LoadedModel
-from server.plan import batch_buckets
+from server.models.plan import batch_buckets
+from server.models.torchvision_models import LoadedModel
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from batchserve_client import (
 )
 from loadtest.process import free_port
 from tests.conftest import DATA, RunningServer, make_settings, photo
-from tests.server.test_routes import _post
-from tests.server.test_unit import GatedEngine, gated_server
+from tests.server.service.test_unit import GatedEngine, gated_server
+from tests.server.web.test_routes import _post
 
 KEY = "k-0123456789abcdef-client"
 

@@ -64,7 +64,11 @@ def test_the_build_steps_import_paths_work_in_the_image(image: Image) -> None:
     """The weights stage's loader and ``batchserve quantize`` (the int8 build) both import."""
     quantize = image.run("batchserve", "quantize", "--help")
     assert quantize.returncode == 0, quantize.stderr[-3000:]
-    loader = image.run("python", "-c", "from server.model import ensure_weights, resolve_weights")
+    loader = image.run(
+        "python",
+        "-c",
+        "from server.models.torchvision_models import ensure_weights, resolve_weights",
+    )
     assert loader.returncode == 0, loader.stderr[-3000:]
 
 

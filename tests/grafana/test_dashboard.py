@@ -75,7 +75,7 @@ def test_request_queries_cover_every_predict_endpoint_and_filter_the_model() -> 
 
 
 def test_predict_endpoint_filter_matches_every_inference_route() -> None:
-    from server.app import ENDPOINTS
+    from server.web.app import ENDPOINTS
 
     matched = {e for e in ENDPOINTS if re.fullmatch(".*(predict|infer).*", e)}
     assert matched == {

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from loadtest import int8_fidelity
 from loadtest.naive_server import create_naive_app
 from server.config import Settings
-from server.plan import cpu_features
+from server.models.plan import cpu_features
 from tests.conftest import photo, run_benchmark
 
 

@@ -24,9 +24,9 @@ import torch
 from torchvision.models import get_model, get_model_weights
 
 from loadtest.process import free_port
-from server.app import create_app
 from server.cli.main import build_parser, with_default_command
 from server.config import Settings, SettingsError, load_settings
+from server.web.app import create_app
 from tests.conftest import make_settings, photo, start_server, wait_process_ready
 
 BATCHSERVE = str(Path(sys.executable).with_name("batchserve"))

@@ -39,7 +39,7 @@ def test_the_observer_hooks_feed_batch_queue_and_drop_metrics_of_their_model_onl
     observer, other = metrics.for_model("m"), metrics.for_model("other")
     observer.on_batch(BatchRecord(size=3, queue_waits_s=(0.001, 0.002, 0.003), run_s=0.2, ok=True))
     observer.on_drop(DropReason.DEADLINE)
-    observer.count_images("/predict", 3)
+    metrics.count_images("m", "/predict", 3)
     text = metrics.exposition("")[0].decode()
     assert 'batchserve_batch_size_bucket{le="4.0",model="m"} 1.0' in text
     assert 'batchserve_queue_wait_seconds_count{model="m"} 3.0' in text

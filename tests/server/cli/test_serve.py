@@ -6,8 +6,8 @@ import pytest
 
 from server.cli.serve import EXIT_CONFIG, EXIT_MODEL, STARTUP_ERRORS, exit_status
 from server.engines.errors import CalibrationError, Int8FidelityError
-from server.model import ModelConfigError, ModelLoadError
-from server.plan import DeviceError
+from server.models.plan import DeviceError
+from server.models.torchvision_models import ModelConfigError, ModelLoadError
 
 
 @pytest.mark.parametrize(

@@ -11,15 +11,15 @@ from torchvision.models import get_model
 from server.engines import TorchEngine, build_engine, int8
 from server.engines.errors import Int8FidelityError
 from server.engines.openvino_engine import OpenVinoEngine
-from server.model import load_model, resolve_weights
-from server.plan import resolve_plan
+from server.models.plan import resolve_plan
+from server.models.torchvision_models import load_torchvision_model, resolve_weights
 from tests.conftest import make_settings
 
 
 def _build(tmp_path: Path, **overrides):
     values = {"model": "mobilenet_v2", "engine": "openvino", "cache_dir": tmp_path / "cache"}
     settings = make_settings(**{**values, **overrides})
-    model = load_model(resolve_weights(settings.model, settings.weights))
+    model = load_torchvision_model(resolve_weights(settings.model, settings.weights))
     return build_engine(model, resolve_plan(settings), settings)
 
 

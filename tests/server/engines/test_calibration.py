@@ -9,7 +9,7 @@ import pytest
 
 from server.engines import calibration
 from server.engines.errors import CalibrationError
-from server.preprocess import PreprocessSpec
+from server.models.preprocess import PreprocessSpec
 
 SPEC = PreprocessSpec(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 

@@ -11,7 +11,7 @@ import torch
 from server.engines import calibration, int8
 from server.engines.errors import CalibrationError, Int8FidelityError
 from server.engines.openvino_engine import OpenVinoEngine, compile_for_cpu, convert
-from server.model import load_model, resolve_weights
+from server.models.torchvision_models import load_torchvision_model, resolve_weights
 
 
 def test_identical_answers_agree_fully() -> None:
@@ -41,7 +41,7 @@ def test_the_gate_refuses_real_weights_and_only_warns_for_random_ones(caplog) ->
 
 
 def test_quantization_gives_an_int8_model_close_to_fp32() -> None:
-    model = load_model(resolve_weights("mobilenet_v2", "random"))
+    model = load_torchvision_model(resolve_weights("mobilenet_v2", "random"))
     samples = calibration.load(None, model.preprocess)
     fp32 = convert(model)
     quantized = int8.quantize(fp32, samples)

@@ -12,14 +12,14 @@ import torch
 
 from server.engines import MAX_TOP_K, TorchEngine
 from server.engines.openvino_engine import OpenVinoEngine, compile_for_cpu, convert
-from server.model import LoadedModel, load_model, resolve_weights
+from server.models.torchvision_models import LoadedModel, load_torchvision_model, resolve_weights
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def model() -> LoadedModel:
-    return load_model(resolve_weights("mobilenet_v2", "random"))
+    return load_torchvision_model(resolve_weights("mobilenet_v2", "random"))
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from server.engines import build_engine
-from server.loading import load
-from server.plan import DeviceError, resolve_plan
+from server.models.loading import load_model
+from server.models.plan import DeviceError, resolve_plan
 from tests.conftest import make_settings, tiny_classifier
 
 #: source file, engine, precision, largest probability difference allowed.
@@ -53,7 +53,7 @@ def test_each_documented_row_runs_and_agrees_with_eager_pytorch(
     )  # fmt: skip
     plan = resolve_plan(settings)
     assert (plan.engine, plan.precision) == (engine, precision)
-    built = build_engine(load(settings), plan, settings)
+    built = build_engine(load_model(settings), plan, settings)
     built.engine.warm_up(4)
     rows = built.engine.run(_inputs())
     with torch.inference_mode():
@@ -100,7 +100,7 @@ def test_a_model_that_outputs_probabilities_is_not_softmaxed_again(
     path = tmp_path / "probabilities.ts"
     torch.jit.trace(_SoftmaxHead().eval(), torch.zeros(1, 3, 224, 224)).save(str(path))
     settings = make_settings(model=str(path), engine=engine, output="probabilities")
-    built = build_engine(load(settings), resolve_plan(settings), settings)
+    built = build_engine(load_model(settings), resolve_plan(settings), settings)
     row = built.engine.run(_inputs()[:1])[0]
     with torch.inference_mode():
         expected = _SoftmaxHead().eval()(torch.stack(_inputs()[:1]))[0]

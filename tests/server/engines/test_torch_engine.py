@@ -6,14 +6,16 @@ import pytest
 import torch
 
 from server.engines import MAX_TOP_K, TorchEngine
-from server.model import load_model, resolve_weights
+from server.models.torchvision_models import load_torchvision_model, resolve_weights
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def engine() -> TorchEngine:
-    return TorchEngine(load_model(resolve_weights("mobilenet_v2", "random")), CPU, "fp32")
+    return TorchEngine(
+        load_torchvision_model(resolve_weights("mobilenet_v2", "random")), CPU, "fp32"
+    )
 
 
 def test_a_batch_gives_one_sorted_row_per_item_in_order(engine: TorchEngine) -> None:
@@ -36,7 +38,7 @@ def test_a_batch_gives_one_sorted_row_per_item_in_order(engine: TorchEngine) -> 
 
 def test_a_bf16_engine_answers_in_fp32_rows_close_to_fp32() -> None:
     torch.manual_seed(0)
-    model = load_model(resolve_weights("mobilenet_v2", "random"))
+    model = load_torchvision_model(resolve_weights("mobilenet_v2", "random"))
     items = [torch.randn(3, 224, 224) for _ in range(2)]
     fp32 = TorchEngine(model, CPU, "fp32").run(items)
     bf16 = TorchEngine(model, CPU, "bf16").run(items)
@@ -44,7 +46,7 @@ def test_a_bf16_engine_answers_in_fp32_rows_close_to_fp32() -> None:
         assert row.batch_size == 2
         assert all(isinstance(p, float) for _, p in row.top)
         bf16_probability = dict(row.top).get(reference.top[0][0], 0.0)
-        # The tolerance documented in docs/performance.md (tests/server/test_fidelity.py).
+        # The tolerance documented in docs/performance.md (tests/server/models/test_fidelity.py).
         assert abs(bf16_probability - reference.top[0][1]) < 0.08
 
 
@@ -58,7 +60,7 @@ def test_warm_up_runs_every_batch_size(engine: TorchEngine, monkeypatch) -> None
 
 def test_the_compiled_path_pads_to_buckets_and_matches_eager(tmp_path) -> None:
     torch.manual_seed(0)
-    model = load_model(resolve_weights("mobilenet_v3_small", "random"))
+    model = load_torchvision_model(resolve_weights("mobilenet_v3_small", "random"))
     eager = TorchEngine(model, CPU, "fp32")
     items = [torch.randn(3, 224, 224) for _ in range(3)]
     expected = eager.run(items)

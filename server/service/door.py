@@ -1,0 +1,83 @@
+"""What the web layer may know of a served model: a frozen description, its limits, and the
+one domain error for a model that cannot take work.
+
+Nothing here imports torch, Pillow or NumPy: the web layer reads these values and
+never the unit's model, batcher or metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class NotReadyError(Exception):
+    """The model cannot take work now (loading, warming up, failed or draining); says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Preprocessing:
+    """How an image becomes the model's input."""
+
+    resize_size: int
+    crop_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    #: What transparent pixels are composited onto (RGB).
+    background: tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDescription:
+    """A loaded model and how it runs; fixed once the model is loaded."""
+
+    name: str
+    #: ``torchvision``, ``torchscript``, ``exported`` or ``onnx``.
+    source: str
+    file: str | None
+    file_sha256: str | None
+    labels_source: str
+    output: str
+    weights: str
+    random_weights: bool
+    labels: tuple[str, ...]
+    preprocessing: Preprocessing
+    engine: str
+    engine_version: str
+    device: str
+    precision: str
+    compiled: bool
+    cpu: str
+    cpu_flags: tuple[str, ...]
+    workers: int
+    threads_per_worker: int
+    max_batch_size: int
+    max_batch_wait_ms: float
+    max_queue_size: int
+    fidelity: dict[str, float] | None
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the model scores."""
+        return len(self.labels)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """The model's input: channels, height, width."""
+        crop = self.preprocessing.crop_size
+        return (3, crop, crop)
+
+
+@dataclass(frozen=True, slots=True)
+class ServingLimits:
+    """What one request to this model may carry and how long it may take."""
+
+    max_upload_bytes: int
+    max_request_bytes: int
+    max_upload_mb: float
+    max_request_mb: float
+    max_files: int
+    max_image_pixels: int
+    request_timeout_s: float
+    body_timeout_s: float
+    formats: tuple[str, ...]

@@ -1,0 +1,425 @@
+"""One served model: its engine, batcher and inference workers, with a lifecycle.
+
+It adapts the generic :class:`~batcher.MicroBatcher` to the model: items are
+preprocessed tensors, results are :class:`~server.engines.Row` values, and a
+batch runs on a thread of the unit's inference pool, through the process's
+:class:`~server.service.compute.ComputeGate`, so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import torch
+
+from batcher import MicroBatcher, QueueFullError
+from server.config import Settings
+from server.engines import Engine, Row
+from server.models import preprocess
+from server.models.image_errors import ImageError
+from server.models.plan import RuntimePlan, resolve_plan
+from server.models.torchvision_models import LoadedModel
+from server.service.compute import ComputeGate, init_compute_thread
+from server.service.door import (
+    ModelDescription,
+    NotReadyError,
+    Preprocessing,
+    ServingLimits,
+)
+from server.service.preparation import Prepared, Preparer, prepare
+from server.service.progress import Progress
+
+if TYPE_CHECKING:  # the metrics are handed in; prometheus_client is the web layer's
+    from server.metrics import ModelMetrics
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's "can't allocate memory" RuntimeError."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in message or "can't allocate memory" in message
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One batcher item: the model input and its request's progress."""
+
+    tensor: torch.Tensor
+    progress: Progress
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """One request's answer and where its time went (seconds)."""
+
+    row: Row
+    preprocess_s: float
+    queue_s: float
+
+
+def _classification(row: Row, preprocess_s: float, waited_s: float) -> Classification:
+    """An answer whose queue time is the wait from submission minus its own forward pass."""
+    return Classification(row, preprocess_s, max(0.0, waited_s - row.inference_s))
+
+
+class ModelUnit:
+    """One served model: everything between its preprocessed images and their rows.
+
+    ``settings`` are this model's (a repository's ``config.toml`` applied); the
+    decode pool and the compute gate are the process's, handed in by the
+    :class:`~server.service.registry.ModelRegistry`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        metrics: ModelMetrics,
+        plan: RuntimePlan | None = None,
+        prepared: Prepared | None = None,
+        gate: ComputeGate | None = None,
+        preparer: Preparer = prepare,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.metrics = metrics
+        self.plan = plan or resolve_plan(settings)
+        self.model: LoadedModel | None = None
+        self.fidelity: dict[str, float] | None = None
+        self._prepared = prepared
+        self._preparer = preparer
+        self._gate = gate or ComputeGate()
+        self._engine: Engine | None = None
+        self._description: ModelDescription | None = None
+        self._batcher: MicroBatcher[Job, Row] | None = None
+        self._decode_pool: ThreadPoolExecutor | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh lifecycle state and workers: an app's lifespan may run more than once."""
+        self.warm = False
+        self.draining = False
+        self.failure: str | None = None
+        self._drain_started: float | None = None
+        self._warm_up_task: asyncio.Task[None] | None = None
+        self._inference_pool = ThreadPoolExecutor(
+            self.plan.workers,
+            thread_name_prefix=f"inference-{self.name}",
+            initializer=init_compute_thread,
+            initargs=(self.plan.threads_per_worker,),
+        )
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, warmed up, batcher alive, and not draining."""
+        alive = self._batcher is not None and self._batcher.running
+        return self.warm and alive and not self.draining
+
+    @property
+    def not_ready_reason(self) -> str:
+        """Why the unit is not ready (for 503 answers), in words."""
+        if self.failure:
+            return self.failure
+        if self.draining:
+            return "the server is shutting down"
+        if self.warm:
+            return "the batcher stopped after a fatal error; restart the server"
+        return "the model is loading or warming up"
+
+    @property
+    def batcher(self) -> MicroBatcher[Job, Row]:
+        """The running batcher; only valid after ``start``."""
+        if self._batcher is None:
+            raise RuntimeError("the model unit has not been started")
+        return self._batcher
+
+    async def start(self, decode_pool: ThreadPoolExecutor) -> None:
+        """Load the model (failing fast), start the batcher, and warm up in the background."""
+        if self._batcher is not None:
+            self._reset()
+        self._decode_pool = decode_pool
+        prepared = self._prepared
+        if prepared is None:
+            loop = asyncio.get_running_loop()
+            prepared = await loop.run_in_executor(
+                self._inference_pool, self._preparer, self.settings, self.plan
+            )
+        self.model, self._engine = prepared.model, prepared.built.engine
+        self._description = None
+        self.fidelity = prepared.built.fidelity
+        logger.info("model %s: runtime plan: %s", self.name, self.plan.describe())
+        self._batcher = MicroBatcher(
+            self._run_batch,
+            max_batch_size=self.plan.max_batch_size,
+            max_wait_s=self.plan.max_batch_wait_ms / 1000.0,
+            max_queue_size=self.settings.max_queue_size,
+            workers=self.plan.workers,
+            observer=self.metrics,
+        )
+        self.metrics.watch_batcher(self._batcher.statistics)
+        self._batcher.start()
+        self._warm_up_task = asyncio.create_task(self._warm_up(), name=f"warm-up-{self.name}")
+
+    async def _warm_up(self) -> None:
+        engine = self._engine
+        assert engine is not None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._inference_pool, self._gated, engine.warm_up, self.plan.max_batch_size
+            )
+        except Exception as exc:
+            self.failure = f"warm-up failed: {type(exc).__name__}: {exc}"
+            logger.exception("model %s: warm-up failed; it will never be ready", self.name)
+            return
+        self.warm = True
+        plan = self.plan
+        logger.info(
+            "model %s ready: %s, %s engine on %s (%s)",
+            self.name,
+            self.describe_weights(),
+            plan.engine,
+            plan.device,
+            plan.precision,
+        )
+
+    async def wait_ready(self) -> None:
+        """Wait for the warm-up to end (used by tests and tools)."""
+        if self._warm_up_task is not None:
+            await asyncio.shield(self._warm_up_task)
+
+    @property
+    def engine_version(self) -> str:
+        """The running engine's library version, or a placeholder before loading."""
+        return self._engine.version if self._engine is not None else "not loaded"
+
+    def describe_weights(self) -> str:
+        """The weights label, or a placeholder before loading."""
+        return self.model.weights_label if self.model else "not loaded"
+
+    @property
+    def description(self) -> ModelDescription | None:
+        """What the model is and how it runs; None until it is loaded."""
+        if self.model is None:
+            return None
+        if self._description is None:
+            self._description = describe(self)
+        return self._description
+
+    @property
+    def limits(self) -> ServingLimits:
+        """What one request to this model may carry, from its settings."""
+        return serving_limits(self.settings)
+
+    def ensure_accepting(self) -> None:
+        """Raise when a request would be refused anyway: not ready, or the queue is full.
+
+        NotReadyError says why; QueueFullError carries how long the queue takes to
+        drain. Checked before a body is read or decoded.
+        """
+        if not self.ready:
+            raise NotReadyError(self.not_ready_reason)
+        stats = self.batcher.statistics()
+        if stats.queue_depth >= stats.max_queue_size:
+            raise QueueFullError(drain_s=stats.drain_s)
+
+    async def classify(
+        self, data: bytes, arrived_at: float, deadline: float, progress: Progress | None = None
+    ) -> Classification:
+        """Preprocess ``data`` off the loop, then queue it for a batch and await its row."""
+        progress = progress or Progress()
+        loop = asyncio.get_running_loop()
+        tensor = await self._preprocess(data)
+        submitted_at = loop.time()
+        preprocess_s = submitted_at - arrived_at
+        self.metrics.preprocess_duration.observe(preprocess_s)
+        progress.stage = "queue"
+        row = await self.batcher.submit(Job(tensor, progress), deadline=deadline)
+        queue_s = max(0.0, loop.time() - submitted_at - row.inference_s)
+        return Classification(row, preprocess_s, queue_s)
+
+    async def classify_many(
+        self,
+        images: Sequence[bytes],
+        arrived_at: float,
+        deadline: float,
+        progress: Progress | None = None,
+    ) -> list[Classification | ImageError]:
+        """Several images of one request: decoded side by side, queued together, all or none.
+
+        An image that cannot be decoded is answered with its error and never
+        queued; the others are admitted to the queue together or refused
+        together (QueueFullError), and the first of them to fail fails all.
+        """
+        progress = progress or Progress()
+        decoded = await asyncio.gather(
+            *(self._preprocess(data) for data in images), return_exceptions=True
+        )
+        for outcome in decoded:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ImageError):
+                raise outcome
+        tensors = [t for t in decoded if isinstance(t, torch.Tensor)]
+        answers = iter(await self._submit_many(tensors, arrived_at, deadline, progress))
+        return [o if isinstance(o, ImageError) else next(answers) for o in decoded]
+
+    async def classify_pixels(
+        self,
+        pixels: bytes,
+        count: int,
+        arrived_at: float,
+        deadline: float,
+        progress: Progress | None = None,
+    ) -> list[Classification]:
+        """``count`` preprocessed images: little-endian float32 ``[count, 3, crop, crop]``.
+
+        They skip decoding and go to the queue together, all or none.
+        """
+        assert self.model is not None
+        crop = self.model.preprocess.crop_size
+        batch = torch.frombuffer(bytearray(pixels), dtype=torch.float32)
+        tensors = list(batch.reshape(count, 3, crop, crop))
+        return await self._submit_many(tensors, arrived_at, deadline, progress or Progress())
+
+    async def _submit_many(
+        self, tensors: list[torch.Tensor], arrived_at: float, deadline: float, progress: Progress
+    ) -> list[Classification]:
+        loop = asyncio.get_running_loop()
+        submitted_at = loop.time()
+        preprocess_s = submitted_at - arrived_at
+        for _ in tensors:
+            self.metrics.preprocess_duration.observe(preprocess_s)
+        progress.stage = "queue"
+        jobs = [Job(tensor, progress) for tensor in tensors]
+        rows = await self.batcher.submit_many(jobs, deadline=deadline)
+        waited_s = loop.time() - submitted_at
+        return [_classification(row, preprocess_s, waited_s) for row in rows]
+
+    async def _preprocess(self, data: bytes) -> torch.Tensor:
+        """Decode and transform ``data`` on the decode pool, off the event loop."""
+        assert self.model is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._decode_pool,
+            preprocess.preprocess,
+            data,
+            self.model.preprocess,
+            self.settings.max_image_pixels,
+        )
+
+    async def _run_batch(self, jobs: Sequence[Job]) -> list[Row]:
+        """One forward pass; out of memory, retried once as two halves (smaller activations)."""
+        for job in jobs:
+            job.progress.stage = "inference"
+        items = [job.tensor for job in jobs]
+        try:
+            return await self._forward(items)
+        except Exception as exc:
+            if len(items) < 2 or not is_out_of_memory(exc):
+                raise
+            logger.warning("out of memory on a batch of %d; retrying as two halves", len(items))
+            self._release_cached_memory()
+            half = len(items) // 2
+            return [*await self._forward(items[:half]), *await self._forward(items[half:])]
+
+    async def _forward(self, items: Sequence[torch.Tensor]) -> list[Row]:
+        assert self._engine is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._inference_pool, self._gated, self._engine.run, items
+        )
+
+    def _gated(self, work: Callable[[T], R], argument: T) -> R:
+        """Run ``work`` holding this worker's threads of the process's compute budget."""
+        with self._gate.hold(self.plan.threads_per_worker):
+            return work(argument)
+
+    def _release_cached_memory(self) -> None:
+        if self.plan.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def begin_drain(self) -> None:
+        """Refuse new requests (/ready 503) from now on; queued and running work continues."""
+        if self._drain_started is None:
+            self._drain_started = time.monotonic()
+        self.draining = True
+
+    async def aclose(self) -> None:
+        """Stop taking work, finish queued and running batches, free the workers.
+
+        The whole drain, counted from ``begin_drain``, is bounded by
+        ``BATCHSERVE_SHUTDOWN_TIMEOUT_S``.
+        """
+        self.begin_drain()
+        assert self._drain_started is not None
+        started = self._drain_started
+        if self._warm_up_task is not None and not self._warm_up_task.done():
+            self._warm_up_task.cancel()
+        if self._batcher is not None:
+            left = self.settings.shutdown_timeout_s - (time.monotonic() - started)
+            await self._batcher.aclose(timeout_s=max(0.5, left))
+        self._inference_pool.shutdown(wait=False, cancel_futures=True)
+        logger.info("model %s: drained and stopped in %.2fs", self.name, time.monotonic() - started)
+
+
+def describe(unit: ModelUnit) -> ModelDescription:
+    """A loaded unit's frozen description."""
+    model, plan = unit.model, unit.plan
+    assert model is not None
+    spec = model.preprocess
+    return ModelDescription(
+        name=unit.name,
+        source=model.source,
+        file=str(model.path) if model.path else None,
+        file_sha256=model.sha256,
+        labels_source=model.labels_source,
+        output=model.output,
+        weights=model.weights_label,
+        random_weights=model.random_weights,
+        labels=model.categories,
+        preprocessing=Preprocessing(
+            spec.resize_size, spec.crop_size, spec.mean, spec.std, spec.interpolation,
+            preprocess.BACKGROUND_RGB,
+        ),
+        engine=plan.engine,
+        engine_version=unit.engine_version,
+        device=str(plan.device),
+        precision=plan.precision,
+        compiled=plan.compiled,
+        cpu=plan.cpu,
+        cpu_flags=plan.cpu_flags,
+        workers=plan.workers,
+        threads_per_worker=plan.threads_per_worker,
+        max_batch_size=plan.max_batch_size,
+        max_batch_wait_ms=plan.max_batch_wait_ms,
+        max_queue_size=unit.settings.max_queue_size,
+        fidelity=unit.fidelity,
+    )  # fmt: skip
+
+
+def serving_limits(settings: Settings) -> ServingLimits:
+    """The request limits ``settings`` set."""
+    return ServingLimits(
+        max_upload_bytes=settings.max_upload_bytes,
+        max_request_bytes=settings.max_request_bytes,
+        max_upload_mb=settings.max_upload_mb,
+        max_request_mb=settings.max_request_mb,
+        max_files=settings.max_files,
+        max_image_pixels=settings.max_image_pixels,
+        request_timeout_s=settings.request_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        formats=preprocess.ALLOWED_FORMATS,
+    )

