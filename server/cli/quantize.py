@@ -9,23 +9,12 @@ bake the quantized model into the image.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import logging
 import sys
 from typing import Any, Final
 
-from server.cli.serve import EXIT_CONFIG, STARTUP_ERRORS, exit_status
+from server.cli.serve import EXIT_CONFIG
 from server.cli.settings import SETTINGS_EPILOG, add_settings_options, settings_from
-from server.config import Settings, SettingsError, with_model_settings
-from server.engines import BuiltEngine
-from server.models.loading import download_weights
-from server.models.plan import resolve_plan
-from server.models.repository import model_specs
-from server.service.preparation import prepare_in_compute_thread
-from server.web.logs import configure_logging
-
-logger = logging.getLogger("batchserve")
+from server.config import SettingsError
 
 #: The settings quantizing reads: not batching, limits, security, network.
 QUANTIZE_GROUPS: Final = ("model", "engine", "logging")
@@ -62,31 +51,7 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"batchserve: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log_level, settings.log_format)
-    try:
-        # stdout carries only the JSON report: NNCF's progress bars go to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            reports = {spec.name: _quantize(spec.settings) for spec in model_specs(settings)}
-    except SettingsError as exc:
-        logger.error("cannot quantize: %s", exc)
-        return EXIT_CONFIG
-    except STARTUP_ERRORS as exc:
-        logger.error("cannot quantize: %s", exc)
-        return exit_status(exc)
-    if any(report is None for report in reports.values()):
-        logger.error("the int8 model could not be cached under %s", settings.cache_dir)
-        return EXIT_CONFIG
-    single = settings.model_repository is None
-    print(json.dumps(next(iter(reports.values())) if single else {"models": reports}, indent=2))
-    return 0
+    # NNCF, torch and the engines load only now that there is something to quantize.
+    from server.cli.quantizing import quantize_all
 
-
-def _quantize(settings: Settings) -> dict[str, object] | None:
-    """One model quantized (or found in the cache): its report, None if it cannot be cached."""
-    settings = with_model_settings(settings, {"precision": "int8"}, "batchserve quantize")
-    plan = resolve_plan(settings)
-    download_weights(settings)  # in the main thread: Ctrl-C stops it
-    built: BuiltEngine = prepare_in_compute_thread(settings, plan).built
-    if built.cache_entry is None:
-        return None
-    return {"cache_entry": str(built.cache_entry), "fidelity": built.fidelity}
+    return quantize_all(settings)

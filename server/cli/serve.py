@@ -1,45 +1,22 @@
-"""``batchserve serve``: check the configuration and weights, then serve until a signal."""
+"""``batchserve serve``: its options; serving itself is :mod:`server.cli.startup`'s.
+
+This module imports no torch, engine or web code, so that ``--help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import sys
 from typing import Any, Final
 
-from server.cli.interrupt import Interrupted
 from server.cli.settings import SETTINGS_EPILOG, add_settings_options, settings_from
-from server.config import Settings, SettingsError, unknown_variables, variable_names
-from server.engines.errors import CalibrationError, Int8FidelityError
-from server.models.loading import download_weights
-from server.models.plan import DeviceError, resolve_plan
-from server.models.repository import ModelSpec, default_model, model_specs
-from server.models.torchvision_models import ModelConfigError, ModelLoadError
-from server.service.preparation import prepare_in_compute_thread
-from server.service.registry import ModelPlan
-from server.web.app import create_app
-from server.web.logs import configure_logging
-from server.web.serving import serve
-
-logger = logging.getLogger("batchserve")
+from server.config import SettingsError
 
 #: Exit status for a usage or configuration problem found before serving (argparse's own too).
 EXIT_CONFIG: Final = 2
 #: Exit status for a model that exists but fails to load, convert, quantize or warm up, or
 #: whose int8 version the fidelity gate refuses.
 EXIT_MODEL: Final = 3
-
-#: What can stop a start before serving, each with a message that says what to do.
-STARTUP_ERRORS: Final = (ModelLoadError, DeviceError, CalibrationError, Int8FidelityError)
-#: Of those, the configuration's (exit 2): a model, weights, repository, device or calibration
-#: folder that the settings name wrongly. The others are the model's own (exit 3).
-CONFIG_ERRORS: Final = (ModelConfigError, DeviceError, CalibrationError)
-
-
-def exit_status(exc: BaseException) -> int:
-    """2 for a configuration problem, 3 for a model that cannot be loaded or is refused."""
-    return EXIT_CONFIG if isinstance(exc, CONFIG_ERRORS) else EXIT_MODEL
 
 
 def register(subparsers: Any) -> None:
@@ -55,47 +32,14 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run, parser=parser)
 
 
-def preflight(settings: Settings) -> list[ModelPlan]:
-    """Everything that can fail before binding the port, for every model: plans, weights, engines.
-
-    Loading, conversion, quantization and int8's fidelity check all happen here,
-    so a problem stops the start with exit status 2 and a message naming the
-    model, never a server that is up but never ready.
-    """
-    specs = model_specs(settings)
-    default_model(settings, [spec.name for spec in specs])
-    return [_prepare(spec, several=len(specs) > 1) for spec in specs]
-
-
-def _prepare(spec: ModelSpec, *, several: bool) -> ModelPlan:
-    try:
-        plan = resolve_plan(spec.settings)
-        logger.info("model %s: runtime plan: %s", spec.name, plan.describe())
-        # The download in this (the main) thread: a Ctrl-C during it stops it at once.
-        download_weights(spec.settings)
-        return ModelPlan(spec, plan, prepare_in_compute_thread(spec.settings, plan))
-    except STARTUP_ERRORS as exc:
-        if not several:
-            raise
-        raise type(exc)(f"model {spec.name}: {exc}") from exc
-
-
 def run(args: argparse.Namespace) -> int:
-    """Serve with the parsed options; 0 after a drained shutdown (statuses: :func:`exit_status`)."""
+    """Serve with the parsed options; 0 after a drained shutdown, 2 or 3 when it cannot start."""
     try:
         settings = settings_from(args)
     except SettingsError as exc:
         print(f"batchserve: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log_level, settings.log_format)
-    for warning in unknown_variables(variable_names()):
-        logger.warning(warning)
-    try:
-        models = preflight(settings)
-    except STARTUP_ERRORS as exc:
-        logger.error("cannot start: %s", exc)
-        return exit_status(exc)
-    # uvicorn drains, then raises the signal that stopped it again: then all is done.
-    with contextlib.suppress(Interrupted):
-        serve(create_app(settings, models=models), settings)
-    return 0
+    # Torch, the engines and the app load only now that there is something to serve.
+    from server.cli.startup import serve_until_stopped
+
+    return serve_until_stopped(settings)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +56,29 @@ def test_the_exit_statuses_are_in_the_help() -> None:
     assert "2 a usage or configuration error" in text
     assert "3 a model that fails to load" in text
     assert "128+N signal N before serving" in text
+
+
+#: What the command must not load before it serves or quantizes.
+HEAVY = {"torch", "torchvision", "openvino", "nncf", "PIL", "numpy", "fastapi", "uvicorn"}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["serve", "--help"], ["quantize", "--help"], ["--version"],
+     ["predict", "tests/data/cat.jpg", "--url", "http://127.0.0.1:9"]],
+    ids=["help", "serve-help", "quantize-help", "version", "predict"],
+)  # fmt: skip
+def test_help_version_and_predict_load_no_model_code(argv: list[str]) -> None:
+    """The modules a fresh interpreter has loaded when the command has answered."""
+    code = (
+        "import sys\nfrom server.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print('\\nLOADED', ' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    root = Path(__file__).parents[3]
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=root
+    )
+    loaded = set(result.stdout.rpartition("LOADED ")[2].split())
+    assert "server" in loaded, result.stderr
+    assert not loaded & HEAVY, sorted(loaded & HEAVY)
