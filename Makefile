@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check \
 	$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
-.PHONY: install install-serve serve test bench loadtest tools lint typecheck format clean
+.PHONY: install install-serve serve test test-fast bench loadtest tools lint typecheck format clean
 
 install-serve: $(SERVE_STAMP)
 install: $(STAMP)
@@ -43,6 +43,11 @@ tools:
 
 test: lint typecheck tools
 	$(BIN)/pytest --cov --cov-report=term
+
+# The day-to-day loop: everything but the tests marked slow (a real model, a server process,
+# a benchmark); CI runs `make test`, which runs them all.
+test-fast: lint typecheck
+	$(BIN)/pytest -m "not slow" -q
 
 # Locust, headless, against a running server: make loadtest URL=http://host:8000 USERS=8 DURATION=60s
 URL ?= http://127.0.0.1:8000

@@ -120,13 +120,18 @@ class RunningServer:
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample of ``/metrics`` (0 when the series is absent)."""
+        value = self.series(name, **labels)
+        return 0.0 if value is None else value
+
+    def series(self, name: str, **labels: str) -> float | None:
+        """One sample of ``/metrics``, or None when no series has these labels."""
         with self.client() as client:
             text = client.get("/metrics").text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == name and sample.labels == labels:
                     return float(sample.value)
-        return 0.0
+        return None
 
     def stop(self) -> None:
         self.server.should_exit = True

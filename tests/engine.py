@@ -32,33 +32,51 @@ from server.service.preparation import Prepared
 class MeanPixelEngine:
     """Class scores that peak at the class the batch item's mean pixel points to.
 
-    ``release``, when given, holds every forward pass until it is set: a test
-    fills the queue behind a batch it controls, with events instead of sleeps.
+    Tests steer it with events, not sleeps: clear ``gate`` to hold every forward
+    pass, acquire ``started`` to know one has begun, set ``fail_next`` to make the
+    next one raise (or ``fail_above`` every batch larger than that); ``batch_sizes``
+    records each batch.
     """
 
     name = "test"
     version = "mean-pixel 1"
 
-    def __init__(self, model: LoadedModel, release: threading.Event | None = None) -> None:
+    def __init__(self, model: LoadedModel, forward_s: float = 0.0) -> None:
         self.model = model
+        #: What each forward pass costs (a real one takes time, which lets requests batch).
+        self.forward_s = forward_s
         self.precision = "fp32"
-        self.release = release
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Semaphore(0)
         self.batch_sizes: list[int] = []
-        self.calls = threading.Semaphore(0)
+        self.fail_next: Exception | None = None
+        #: Batches larger than this raise ``failure`` (out of memory, say); None: never.
+        self.fail_above: int | None = None
+        self.failure: Exception = RuntimeError("unset")
+        #: torch's thread count in the inference thread, at each forward pass.
+        self.threads_seen: list[int] = []
 
     def run(self, batch: Sequence[torch.Tensor]) -> list[Row]:
         """One row per item, ranked; the most probable class follows the mean pixel."""
-        started = time.perf_counter()
-        self.calls.release()
-        if self.release is not None:
-            self.release.wait(timeout=60)
+        began = time.perf_counter()
         self.batch_sizes.append(len(batch))
+        self.started.release()
+        assert self.gate.wait(timeout=60), "the test never opened the gate"
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        if self.fail_above is not None and len(batch) > self.fail_above:
+            raise self.failure
+        self.threads_seen.append(torch.get_num_threads())
+        if self.forward_s:
+            time.sleep(self.forward_s)
         classes = self.model.num_classes
         means = torch.stack([item.float().mean() for item in batch])
         # Normalised pixels lie in about [-2.2, 2.7]; the sigmoid spreads them over the classes.
         peaks = torch.sigmoid(means) * (classes - 1)
         distance = (torch.arange(classes).unsqueeze(0) - peaks.unsqueeze(1)).abs()
-        return rows_from_logits(-distance, len(batch), MAX_TOP_K, time.perf_counter() - started)
+        return rows_from_logits(-distance, len(batch), MAX_TOP_K, time.perf_counter() - began)
 
     def warm_up(self, max_batch_size: int) -> None:
         """Nothing to compile; the contract asks only that it returns."""
@@ -73,7 +91,22 @@ def describe_without_weights(settings: Settings) -> LoadedModel:
     return dataclasses.replace(model, output=settings.output)
 
 
+class EngineKeeper:
+    """A :data:`~server.service.preparation.Preparer` of :class:`MeanPixelEngine` s.
+
+    It keeps each engine it built by model name, for the test to steer.
+    """
+
+    def __init__(self) -> None:
+        self.built: dict[str, MeanPixelEngine] = {}
+
+    def __call__(self, settings: Settings, plan: RuntimePlan) -> Prepared:
+        model = describe_without_weights(settings)
+        engine = self.built[model.name] = MeanPixelEngine(model)
+        return Prepared(model, BuiltEngine(engine))
+
+
 def prepare_test_engine(settings: Settings, plan: RuntimePlan) -> Prepared:
-    """A :data:`~server.service.preparation.Preparer` that builds a :class:`MeanPixelEngine`."""
+    """A preparer for tests that need not steer the engine: 20 ms a forward pass."""
     model = describe_without_weights(settings)
-    return Prepared(model, BuiltEngine(MeanPixelEngine(model)))
+    return Prepared(model, BuiltEngine(MeanPixelEngine(model, forward_s=0.02)))

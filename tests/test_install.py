@@ -9,8 +9,12 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parents[1]
 #: Tools that only `make test`, `make bench` and `make loadtest` use.

@@ -369,17 +369,28 @@ async def test_statistics_is_a_frozen_snapshot(batcher, handler) -> None:
 
 
 async def test_the_observer_sees_each_batch_with_its_queue_waits(
-    batcher, handler, observer: RecordingObserver
+    batcher, handler, observer: RecordingObserver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The queued items' waits cover the time they sat behind the busy worker, the first's not.
+
+    The loop's clock jumps 5 s while the three wait (no sleep): their waits must
+    include the jump, and the first item, taken at once, must not.
+    """
+    loop = asyncio.get_running_loop()
+    real_time, skipped = loop.time, [0.0]
+    monkeypatch.setattr(loop, "time", lambda: real_time() + skipped[0])
     first = await _busy_with_first_item(batcher, handler)
     queued = _submit_all(batcher, [1, 2, 3])
     await until(lambda: batcher.statistics().queue_depth == 3)
+    skipped[0] = 5.0
     handler.gate.set()
     await asyncio.gather(first, *queued)
     assert [r.size for r in observer.records] == [1, 3]
-    assert [len(r.queue_waits_s) for r in observer.records] == [1, 3]
-    assert all(r.ok and r.run_s >= 0 for r in observer.records)
-    assert all(w >= 0 for r in observer.records for w in r.queue_waits_s)
+    assert all(r.ok for r in observer.records)
+    (first_wait,) = observer.records[0].queue_waits_s
+    assert first_wait < 5.0
+    assert all(5.0 <= wait < 5.0 + 60 for wait in observer.records[1].queue_waits_s)
+    assert observer.records[0].run_s >= 5.0  # the jump happened while item 0 ran
 
 
 async def test_start_twice_is_an_error(batcher) -> None:

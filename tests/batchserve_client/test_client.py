@@ -21,7 +21,8 @@ from batchserve_client import (
 )
 from loadtest.process import free_port
 from tests.conftest import DATA, RunningServer, make_settings, photo
-from tests.server.service.test_unit import GatedEngine, gated_server
+from tests.engine import MeanPixelEngine
+from tests.server.service.test_unit import gated_server
 from tests.server.web.test_routes import _post
 
 KEY = "k-0123456789abcdef-client"
@@ -114,13 +115,13 @@ def test_connection_errors_are_retried_then_raised() -> None:
 
 
 @pytest.fixture(scope="module")
-def gated() -> Iterator[tuple[RunningServer, GatedEngine]]:
+def gated() -> Iterator[tuple[RunningServer, MeanPixelEngine]]:
     """One worker, a queue of one: two requests in flight fill it; keys required."""
     settings = make_settings(model="mobilenet_v2", max_batch_size=1, max_queue_size=1, api_keys=KEY)
     yield from gated_server(settings)
 
 
-def _fresh(gated: tuple[RunningServer, GatedEngine]) -> tuple[RunningServer, GatedEngine]:
+def _fresh(gated: tuple[RunningServer, MeanPixelEngine]) -> tuple[RunningServer, MeanPixelEngine]:
     server, engine = gated
     engine.started = threading.Semaphore(0)  # forget the batches of earlier tests
     return server, engine

@@ -7,9 +7,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import require_tool
+
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parents[2]
 

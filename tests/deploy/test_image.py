@@ -25,6 +25,9 @@ from tests.conftest import photo, require_tool, wait_process_ready
 from tests.deploy.image import ROOT, Image, assemble, parse_dockerfile
 from tests.deploy.test_kubernetes import KUBE, _by_kind, _kustomize
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 _, STAGES = parse_dockerfile((ROOT / "Dockerfile").read_text())
 #: The runtime stage's CMD (the image has no ENTRYPOINT).
 IMAGE_CMD: list[str] = json.loads(STAGES["runtime"].all("CMD")[-1])

@@ -14,6 +14,9 @@ import yaml
 from tests.conftest import require_tool
 from tests.deploy.image import env_of, parse_dockerfile, stage_args
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
 VALIDATE = str(Path(sys.executable).with_name("kubernetes-validate"))

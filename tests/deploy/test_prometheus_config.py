@@ -5,9 +5,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import require_tool
+
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
 
 PROMETHEUS = Path(__file__).parents[2] / "deploy" / "prometheus"
 

@@ -10,6 +10,9 @@ import pytest
 
 from tests.conftest import require_tool
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 AWS = Path(__file__).parents[2] / "deploy" / "terraform" / "aws"
 
 

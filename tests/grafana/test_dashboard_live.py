@@ -20,6 +20,9 @@ from loadtest.process import free_port
 from tests.conftest import RunningServer, photo, require_tool
 from tests.grafana.dashboard import concrete, load, metric_names, queries
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 JOB = "batchserve"
 
 

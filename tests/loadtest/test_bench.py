@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
 
 
 def test_the_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
@@ -30,6 +36,23 @@ def test_the_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = out.read_text()
     assert "python -m loadtest.bench --duration 1" in report
-    assert "**batching on**" in report
-    assert "**batching off**" in report
-    assert out.with_suffix(".png").is_file()
+    assert re.search(r"\| CPU \| .+; flags: \S", report), "the CPU and its flags are named"
+    raw = _rows(report.partition("## 1.")[2].partition("## 2.")[0])
+    assert [(row[0], row[1]) for row in raw] == [("fp32", "1"), ("fp32", "2")]
+    assert all(float(row[2]) > 0 for row in raw), raw
+    for heading, largest_batch in (("**batching on**", 2.0), ("**batching off**", 1.0)):
+        section = report.partition(heading)[2].partition("**batching")[0].partition("## 3.")[0]
+        rows = _rows(section)
+        assert [row[0] for row in rows] == ["1", "2"], section
+        for row in rows:
+            requests_per_s, mean_batch, errors = float(row[1]), float(row[5]), int(row[6])
+            assert requests_per_s > 0, row
+            assert errors == 0, row
+            assert 1.0 <= mean_batch <= largest_batch, row
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+def _rows(markdown: str) -> list[list[str]]:
+    """The body rows of the first table in ``markdown``, as cells."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]

@@ -4,8 +4,13 @@ import asyncio
 import json
 import time
 
+import pytest
+
 from loadtest.client import closed_loop, probe_health
 from tests.conftest import photo
+
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
 
 
 def test_closed_loop_users_measure_throughput_latency_and_batches(resnet_server) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from loadtest.compile_compare import Variant, measure, table
+
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
 
 
 class _Recorder(nn.Module):

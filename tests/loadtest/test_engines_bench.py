@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from loadtest import int8_fidelity
@@ -12,6 +13,9 @@ from loadtest.naive_server import create_naive_app
 from server.config import Settings
 from server.models.plan import cpu_features
 from tests.conftest import photo, run_benchmark
+
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
 
 
 def test_the_engine_benchmark_measures_every_engine_and_server(tmp_path: Path) -> None:

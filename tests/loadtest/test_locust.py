@@ -14,6 +14,9 @@ from loadtest.locust_plot import main as plot_main
 from loadtest.locust_plot import read_history
 from tests.conftest import RunningServer
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parents[2]
 LOCUST = str(Path(sys.executable).with_name("locust"))
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_benchmark
+
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
 
 
 def test_the_models_benchmark_measures_each_file_and_two_models_sharing_a_server(

@@ -10,6 +10,9 @@ from PIL import Image
 from loadtest.samples import pixel_bomb, truncated
 from tests.conftest import photo
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 
 def test_the_pixel_bomb_is_small_on_the_wire_and_huge_in_pixels() -> None:
     data = pixel_bomb(9_000)

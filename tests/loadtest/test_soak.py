@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from loadtest.soak import SoakResult, report, soak, uploads
 from tests.conftest import RunningServer
+
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
 
 
 def test_the_mix_has_photos_a_twelve_megapixel_one_and_hostile_uploads() -> None:

@@ -29,6 +29,9 @@ from server.config import Settings, SettingsError, load_settings
 from server.web.app import create_app
 from tests.conftest import make_settings, photo, start_server, wait_process_ready
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 BATCHSERVE = str(Path(sys.executable).with_name("batchserve"))
 
 

@@ -15,6 +15,9 @@ from server.models.plan import resolve_plan
 from server.models.torchvision_models import load_torchvision_model, resolve_weights
 from tests.conftest import make_settings
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 
 def _build(tmp_path: Path, **overrides):
     values = {"model": "mobilenet_v2", "engine": "openvino", "cache_dir": tmp_path / "cache"}

@@ -11,6 +11,9 @@ from server.engines import calibration
 from server.engines.errors import CalibrationError
 from server.models.preprocess import PreprocessSpec
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 SPEC = PreprocessSpec(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 

@@ -13,6 +13,9 @@ from server.engines.errors import CalibrationError, Int8FidelityError
 from server.engines.openvino_engine import OpenVinoEngine, compile_for_cpu, convert
 from server.models.torchvision_models import load_torchvision_model, resolve_weights
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 
 def test_identical_answers_agree_fully() -> None:
     logits = torch.randn(4, 10, generator=torch.Generator().manual_seed(0))

@@ -11,6 +11,9 @@ import pytest
 from server.engines.int8 import FidelityReport
 from server.engines.int8_cache import Int8Cache, cache_key
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 REPORT = FidelityReport(3, 1.0, 0.9, 0.05)
 PARTS = {"model": "m", "weights": "sha256:abc", "calibration": "f00", "openvino": "x"}
 

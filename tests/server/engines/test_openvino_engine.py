@@ -14,6 +14,9 @@ from server.engines import MAX_TOP_K, TorchEngine
 from server.engines.openvino_engine import OpenVinoEngine, compile_for_cpu, convert
 from server.models.torchvision_models import LoadedModel, load_torchvision_model, resolve_weights
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 CPU = torch.device("cpu")
 
 

@@ -17,6 +17,9 @@ from server.models.loading import load_model
 from server.models.plan import DeviceError, resolve_plan
 from tests.conftest import make_settings, tiny_classifier
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 #: source file, engine, precision, largest probability difference allowed.
 ROWS = [
     ("ts", "torch", "fp32", 1e-4),

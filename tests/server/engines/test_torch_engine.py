@@ -8,6 +8,9 @@ import torch
 from server.engines import MAX_TOP_K, TorchEngine
 from server.models.torchvision_models import load_torchvision_model, resolve_weights
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 CPU = torch.device("cpu")
 
 

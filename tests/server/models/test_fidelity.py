@@ -14,6 +14,9 @@ from server.models.preprocess import preprocess
 from server.models.torchvision_models import load_torchvision_model, resolve_weights
 from tests.conftest import PHOTOS, photo
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 #: Largest difference of any class probability between bf16 and fp32 (documented in
 #: docs/performance.md; measured 0.065 on these photos with these seeded weights).
 BF16_TOLERANCE = 0.08

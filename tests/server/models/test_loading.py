@@ -12,6 +12,9 @@ from server.models.loading import IMAGENET_SPEC, load_model, served_name
 from server.models.torchvision_models import ModelLoadError
 from tests.conftest import make_settings, tiny_classifier
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("kind", ["ts", "pt2", "onnx"])
 def test_a_model_file_gets_its_stem_imagenet_preprocessing_and_generated_labels(

@@ -13,6 +13,9 @@ from server.models.model_files import read_model_file, source_of
 from server.models.torchvision_models import ModelLoadError
 from tests.conftest import tiny_classifier
 
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize(
     ("kind", "source"), [("ts", "torchscript"), ("pt2", "exported"), ("onnx", "onnx")]

@@ -6,6 +6,7 @@ so the answers on real photos are checked, not just their shape.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,9 @@ from tests.conftest import (
     tiny_classifier,
 )
 from tests.server.web.test_routes import assert_error
+
+#: A real model or a server process: make test-fast skips these.
+pytestmark = pytest.mark.slow
 
 #: What each photo must be called: ImageNet classes a person would accept.
 EXPECTED = {
@@ -184,21 +188,17 @@ def test_info_keeps_its_schema_for_the_default_model_and_lists_the_models(
 
 
 def test_metrics_carry_the_model(client: httpx.Client, repository_server: RunningServer) -> None:
-    _predict(client, "/models/effnet_ts/predict", "cat.jpg")
     endpoint = "/models/{name}/predict"
-    assert (
-        repository_server.metric("batchserve_images_total", endpoint=endpoint, model="effnet_ts")
-        >= 1
-    )
-    assert (
-        repository_server.metric(
-            "batchserve_requests_total", endpoint=endpoint, status="200", model="effnet_ts"
-        )
-        >= 1
-    )
+    images = {"endpoint": endpoint, "model": "effnet_ts"}
+    requests = {**images, "status": "200"}
+    before = repository_server.metric("batchserve_images_total", **images)
+    answered_before = repository_server.metric("batchserve_requests_total", **requests)
+    _predict(client, "/models/effnet_ts/predict", "cat.jpg")
+    assert repository_server.series("batchserve_images_total", **images) == before + 1
+    assert repository_server.series("batchserve_requests_total", **requests) == answered_before + 1
     for name in NAMES:
-        assert repository_server.metric("batchserve_queue_capacity", model=name) == 128
-        assert repository_server.metric("batchserve_batch_size_count", model=name) >= 0
+        assert repository_server.series("batchserve_queue_capacity", model=name) == 128
+        assert repository_server.series("batchserve_batch_size_count", model=name) is not None
     text = client.get("/metrics").text
     assert text.count("batchserve_model_info{") == len(NAMES)
 
@@ -227,5 +227,4 @@ def test_readiness_is_every_models_and_names_the_ones_not_ready(tmp_path: Path) 
         assert registry.draining
         assert a.not_ready_reason == "the server is shutting down"
     finally:
-        for unit in registry:
-            unit._inference_pool.shutdown()
+        asyncio.run(registry.aclose())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
@@ -13,51 +13,25 @@ import torch
 
 from batcher import DropReason
 from server.config import Settings
-from server.engines import Row, TorchEngine
-from server.engines.openvino_engine import OpenVinoEngine
-from server.metrics import Metrics
-from server.service.unit import ModelUnit
 from server.web.app import create_app
 from server.web.errors import ErrorCode
-from tests.conftest import RunningServer, make_settings, photo, start_server
+from tests.conftest import RunningServer, app_with_test_engine, make_settings, photo, start_server
+from tests.engine import EngineKeeper, MeanPixelEngine
 from tests.server.web.test_routes import _post, assert_error
 
 
-class GatedEngine:
-    """Wraps the real engine's ``run``: records batch sizes, can block or fail on demand."""
-
-    def __init__(self, run: Callable[[Sequence[torch.Tensor]], list[Row]]) -> None:
-        self._run = run
-        self.gate = threading.Event()
-        self.gate.set()
-        self.started = threading.Semaphore(0)
-        self.batch_sizes: list[int] = []
-        self.fail_next: Exception | None = None
-
-    def __call__(self, batch: Sequence[torch.Tensor]) -> list[Row]:
-        self.batch_sizes.append(len(batch))
-        self.started.release()
-        assert self.gate.wait(timeout=60)
-        if self.fail_next is not None:
-            error, self.fail_next = self.fail_next, None
-            raise error
-        return self._run(batch)
-
-
-def gated_server(settings: Settings) -> Iterator[tuple[RunningServer, GatedEngine]]:
-    """A fixture's body: a server whose default model's forward passes go through a gate."""
-    running = start_server(create_app(settings))
-    engine = running.service._engine
-    assert engine is not None
-    gated = GatedEngine(engine.run)
-    engine.run = gated  # type: ignore[method-assign]
+def gated_server(settings: Settings) -> Iterator[tuple[RunningServer, MeanPixelEngine]]:
+    """A fixture's body: a server on the test engine, whose forward passes the test steers."""
+    engines = EngineKeeper()
+    running = start_server(create_app(settings, preparer=engines))
+    gated = engines.built[running.service.name]
     yield running, gated
     gated.gate.set()
     running.stop()
 
 
 @pytest.fixture(scope="module")
-def controlled() -> Iterator[tuple[RunningServer, GatedEngine]]:
+def controlled() -> Iterator[tuple[RunningServer, MeanPixelEngine]]:
     yield from gated_server(
         make_settings(
             model="mobilenet_v2", max_batch_size=1, max_queue_size=2, request_timeout_s=1.5
@@ -76,7 +50,7 @@ def server(controlled) -> Iterator[RunningServer]:
 
 
 @pytest.fixture
-def engine(controlled) -> GatedEngine:
+def engine(controlled) -> MeanPixelEngine:
     return controlled[1]
 
 
@@ -97,7 +71,7 @@ def _background_post(
     return pool.submit(post)
 
 
-def _occupy_worker(pool, server, engine: GatedEngine) -> Future[httpx.Response]:
+def _occupy_worker(pool, server, engine: MeanPixelEngine) -> Future[httpx.Response]:
     engine.gate.clear()
     busy = _background_post(pool, server)
     assert engine.started.acquire(timeout=30)
@@ -214,37 +188,12 @@ def test_out_of_memory_on_a_single_image_fails_only_that_request(server, engine)
         assert _post(client, photo("cat.jpg")).status_code == 200
 
 
-class FailingWhenLarge:
-    """Wraps the engine's ``run``: batches larger than ``limit`` raise ``error``."""
-
-    def __init__(self, run: Callable[[Sequence[torch.Tensor]], list[Row]]) -> None:
-        self._run = run
-        self.limit = 1
-        self.error: Exception = RuntimeError("unset")
-        self.sizes: list[int] = []
-
-    def __call__(self, batch: Sequence[torch.Tensor]) -> list[Row]:
-        self.sizes.append(len(batch))
-        if len(batch) > self.limit:
-            raise self.error
-        return self._run(batch)
-
-
 @pytest.fixture(scope="module")
-def batching_server() -> Iterator[tuple[RunningServer, FailingWhenLarge, GatedEngine]]:
-    settings = make_settings(model="mobilenet_v2", max_batch_size=4)
-    running = start_server(create_app(settings))
-    engine = running.service._engine
-    assert engine is not None
-    failing = FailingWhenLarge(engine.run)
-    gated = GatedEngine(failing)
-    engine.run = gated  # type: ignore[method-assign]
-    yield running, failing, gated
-    gated.gate.set()
-    running.stop()
+def batching_server() -> Iterator[tuple[RunningServer, MeanPixelEngine]]:
+    yield from gated_server(make_settings(model="mobilenet_v2", max_batch_size=4))
 
 
-def _four_in_one_batch(server: RunningServer, gated: GatedEngine) -> list[httpx.Response]:
+def _four_in_one_batch(server: RunningServer, gated: MeanPixelEngine) -> list[httpx.Response]:
     """While one request holds the only worker, four queue up: the next batch has all four."""
     gated.started = threading.Semaphore(0)
     with ThreadPoolExecutor(5) as pool:
@@ -264,29 +213,32 @@ def _four_in_one_batch(server: RunningServer, gated: GatedEngine) -> list[httpx.
     ],
 )
 def test_an_out_of_memory_batch_is_served_as_two_halves(batching_server, error) -> None:
-    server, engine, gated = batching_server
-    engine.limit, engine.error, engine.sizes = 2, error, []
-    responses = _four_in_one_batch(server, gated)
+    server, engine = batching_server
+    engine.fail_above, engine.failure = 2, error
+    engine.batch_sizes.clear()
+    responses = _four_in_one_batch(server, engine)
     assert [r.status_code for r in responses] == [200] * 4
     assert [r.json()["batch_size"] for r in responses] == [2] * 4
-    assert engine.sizes == [1, 4, 2, 2]
+    assert engine.batch_sizes == [1, 4, 2, 2]
 
 
 def test_halves_that_still_run_out_of_memory_fail_their_requests(batching_server) -> None:
-    server, engine, gated = batching_server
-    engine.limit, engine.error, engine.sizes = 1, torch.OutOfMemoryError("injected"), []
-    for response in _four_in_one_batch(server, gated):
+    server, engine = batching_server
+    engine.fail_above, engine.failure = 1, torch.OutOfMemoryError("injected")
+    engine.batch_sizes.clear()
+    for response in _four_in_one_batch(server, engine):
         assert_error(response, ErrorCode.INFERENCE_FAILED)
-    assert engine.sizes == [1, 4, 2]
+    assert engine.batch_sizes == [1, 4, 2]
 
 
 def test_other_failures_are_not_retried(batching_server) -> None:
-    server, engine, gated = batching_server
-    engine.limit, engine.error, engine.sizes = 1, ValueError("a bug in the model"), []
-    for response in _four_in_one_batch(server, gated):
+    server, engine = batching_server
+    engine.fail_above, engine.failure = 1, ValueError("a bug in the model")
+    engine.batch_sizes.clear()
+    for response in _four_in_one_batch(server, engine):
         assert_error(response, ErrorCode.INFERENCE_FAILED)
-    assert engine.sizes == [1, 4]
-    engine.limit = 4
+    assert engine.batch_sizes == [1, 4]
+    engine.fail_above = None
     assert _post(server.client(), photo("cat.jpg")).status_code == 200
 
 
@@ -295,13 +247,10 @@ class _FatalFault(BaseException):
 
 
 def test_a_dead_batcher_makes_ready_fail_and_requests_fail_fast() -> None:
-    running = start_server(create_app(make_settings(model="mobilenet_v2", max_batch_size=1)))
+    engines = EngineKeeper()
+    running = start_server(create_app(make_settings(max_batch_size=1), preparer=engines))
     try:
-        engine = running.service._engine
-        assert engine is not None
-        gated = GatedEngine(engine.run)
-        gated.fail_next = _FatalFault()  # type: ignore[assignment]
-        engine.run = gated  # type: ignore[method-assign]
+        engines.built["resnet50"].fail_next = _FatalFault()  # type: ignore[assignment]
         with running.client(timeout=10) as client:
             assert_error(_post(client, photo("cat.jpg")), ErrorCode.INFERENCE_FAILED)
             ready = assert_error(client.get("/ready"), ErrorCode.NOT_READY)
@@ -329,9 +278,8 @@ def test_a_failed_warm_up_leaves_ready_503_with_its_reason(monkeypatch) -> None:
     def broken_warm_up(self: object, max_batch_size: int) -> None:
         raise RuntimeError("no kernel for this CPU (injected)")
 
-    for engine_class in (TorchEngine, OpenVinoEngine):
-        monkeypatch.setattr(engine_class, "warm_up", broken_warm_up)
-    running = start_server(create_app(make_settings(model="mobilenet_v2")), wait_ready=False)
+    monkeypatch.setattr(MeanPixelEngine, "warm_up", broken_warm_up)
+    running = start_server(app_with_test_engine(make_settings()), wait_ready=False)
     try:
         _wait_until(lambda: running.service.failure is not None)
         with running.client() as client:
@@ -347,14 +295,14 @@ def test_a_failed_warm_up_leaves_ready_503_with_its_reason(monkeypatch) -> None:
 
 def test_not_ready_until_warm_and_health_answers_meanwhile(monkeypatch) -> None:
     released = threading.Event()
-    real_warm_up = TorchEngine.warm_up
+    real_warm_up = MeanPixelEngine.warm_up
 
-    def gated_warm_up(self: TorchEngine, max_batch_size: int) -> None:
+    def gated_warm_up(self: MeanPixelEngine, max_batch_size: int) -> None:
         assert released.wait(timeout=60)
         real_warm_up(self, max_batch_size)
 
-    monkeypatch.setattr(TorchEngine, "warm_up", gated_warm_up)
-    running = start_server(create_app(make_settings(model="mobilenet_v2")), wait_ready=False)
+    monkeypatch.setattr(MeanPixelEngine, "warm_up", gated_warm_up)
+    running = start_server(app_with_test_engine(make_settings()), wait_ready=False)
     try:
         with running.client() as client:
             started = time.monotonic()
@@ -374,12 +322,15 @@ def test_not_ready_until_warm_and_health_answers_meanwhile(monkeypatch) -> None:
 
 def test_inference_threads_get_the_plans_thread_count_in_their_own_thread() -> None:
     """OpenMP settings are per thread: set in the event loop's, they would not reach these."""
-    metrics = Metrics(batch_sizes=(1,), endpoints=(), error_codes=())
-    service = ModelUnit("resnet50", make_settings(threads_per_worker=1), metrics.for_model("m"))
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
+    engines = EngineKeeper()
     try:
-        assert service._inference_pool.submit(torch.get_num_threads).result(timeout=30) == 1
+        running = start_server(create_app(make_settings(threads_per_worker=1), preparer=engines))
+        try:
+            assert _post(running.client(), photo("cat.jpg")).status_code == 200
+        finally:
+            running.stop()
     finally:
         torch.set_num_threads(previous)
-        service._inference_pool.shutdown()
+    assert engines.built["resnet50"].threads_seen == [1]

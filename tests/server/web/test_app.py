@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.web.app import create_app
-from tests.conftest import make_settings, photo, start_server
+from tests.conftest import app_with_test_engine, make_settings, photo, start_server
 
 #: Every address an HTML page loads: scripts, styles, icons and the OpenAPI document.
 _REFERENCES = re.compile(r"""(?:src|href|spec-url)="([^"]+)"|url: '([^']+)'""")
@@ -19,7 +19,7 @@ _CONTENT_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png",
 @pytest.fixture(scope="module")
 def client() -> TestClient:
     # Without the lifespan: the pages and their assets need no model.
-    return TestClient(create_app(make_settings(model="mobilenet_v2")))
+    return TestClient(app_with_test_engine(make_settings(model="mobilenet_v2")))
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])

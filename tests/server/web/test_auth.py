@@ -7,10 +7,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from server.web.app import create_app
 from server.web.auth import ApiKeys, fingerprint
 from server.web.errors import ErrorCode
-from tests.conftest import RunningServer, make_settings, photo, start_server
+from tests.conftest import RunningServer, app_with_test_engine, make_settings, photo, start_server
 from tests.server.web.test_routes import _post, assert_error
 
 KEY = "k-0123456789abcdef-first"
@@ -19,7 +18,7 @@ OTHER_KEY = "k-0123456789abcdef-second"
 
 def _client(peer: str = "192.0.2.10", app=None, **overrides) -> httpx.AsyncClient:
     """An in-process client (no lifespan: the model is not loaded, so /predict stops at 503)."""
-    app = app or create_app(make_settings(api_keys=f"{KEY},{OTHER_KEY}", **overrides))
+    app = app or app_with_test_engine(make_settings(api_keys=f"{KEY},{OTHER_KEY}", **overrides))
     transport = httpx.ASGITransport(app=app, client=(peer, 5000))
     return httpx.AsyncClient(transport=transport, base_url="http://test")
 
@@ -96,7 +95,7 @@ async def test_openapi_declares_both_schemes_on_the_protected_operations_only() 
 
 
 async def test_without_keys_nothing_is_protected_or_declared() -> None:
-    app = create_app(make_settings())
+    app = app_with_test_engine(make_settings())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         spec = (await client.get("/openapi.json")).json()
@@ -105,7 +104,7 @@ async def test_without_keys_nothing_is_protected_or_declared() -> None:
 
 
 async def test_with_keys_the_rate_limit_counts_per_key_not_per_address() -> None:
-    app = create_app(make_settings(api_keys=f"{KEY},{OTHER_KEY}", rate_limit="1/minute"))
+    app = app_with_test_engine(make_settings(api_keys=f"{KEY},{OTHER_KEY}", rate_limit="1/minute"))
     async with _client(app=app) as client, _client("192.0.2.11", app=app) as elsewhere:
         first = {"Authorization": f"Bearer {KEY}"}
         assert_error(await _predict(client, **first), ErrorCode.NOT_READY)
@@ -117,7 +116,7 @@ async def test_with_keys_the_rate_limit_counts_per_key_not_per_address() -> None
 
 
 def _cors_client(origins: str) -> httpx.AsyncClient:
-    app = create_app(make_settings(cors_origins=origins))
+    app = app_with_test_engine(make_settings(cors_origins=origins))
     transport = httpx.ASGITransport(app=app)
     return httpx.AsyncClient(transport=transport, base_url="http://test")
 
@@ -153,7 +152,7 @@ async def test_cors_allows_the_configured_origins_with_the_headers_clients_use()
 
 
 async def test_without_cors_origins_no_cors_headers_are_sent() -> None:
-    app = create_app(make_settings())
+    app = app_with_test_engine(make_settings())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         answer = await client.get("/health", headers={"Origin": "https://app.example.com"})
@@ -162,7 +161,7 @@ async def test_without_cors_origins_no_cors_headers_are_sent() -> None:
 
 @pytest.fixture(scope="module")
 def keyed_server() -> Iterator[RunningServer]:
-    running = start_server(create_app(make_settings(model="mobilenet_v2", api_keys=KEY)))
+    running = start_server(app_with_test_engine(make_settings(model="mobilenet_v2", api_keys=KEY)))
     yield running
     running.stop()
 

@@ -14,9 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
-from server.web.app import create_app
 from server.web.errors import STATUS
-from tests.conftest import RunningServer, make_settings, photo
+from tests.conftest import RunningServer, app_with_test_engine, make_settings, photo
 
 #: Every status /predict may answer to a client's upload (no 5xx).
 DOCUMENTED = {200, *(s for s in STATUS.values() if s < 500)}
@@ -72,7 +71,7 @@ def test_mutated_photos_get_a_documented_answer(resnet_server: RunningServer, da
 
 
 schema = schemathesis.openapi.from_asgi(
-    "/openapi.json", create_app(make_settings(model="mobilenet_v2", max_batch_size=2))
+    "/openapi.json", app_with_test_engine(make_settings(model="mobilenet_v2", max_batch_size=2))
 )
 
 

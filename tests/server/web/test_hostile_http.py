@@ -17,8 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.web.app import create_app
-from tests.conftest import RunningServer, make_settings, photo, served
+from tests.conftest import RunningServer, app_with_test_engine, make_settings, photo, served
 from tests.server.web.test_oip_codec_properties import HEADER_LENGTHS, REQUEST, TEXT
 
 HOSTILE = settings(
@@ -42,7 +41,7 @@ HEADER_VALUES = (
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    yield from served(create_app(make_settings(model="mobilenet_v2", max_upload_mb=0.5)))
+    yield from served(app_with_test_engine(make_settings(model="mobilenet_v2", max_upload_mb=0.5)))
 
 
 def _assert_ours(response: httpx.Response) -> None:

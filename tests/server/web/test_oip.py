@@ -12,8 +12,7 @@ import tritonclient.http.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
 from server.models.preprocess import preprocess
-from server.web.app import create_app
-from tests.conftest import RunningServer, make_settings, photo, served
+from tests.conftest import RunningServer, app_with_test_engine, make_settings, photo, served
 from tests.server.web.test_routes import _post
 
 KEY = "k-0123456789abcdef-triton"
@@ -144,7 +143,7 @@ def test_errors_have_the_protocols_shape_and_are_counted(
 def keyed() -> Iterator[RunningServer]:
     """API keys on; a queue of two images."""
     settings = make_settings(model="mobilenet_v2", api_keys=KEY, max_queue_size=2)
-    yield from served(create_app(settings))
+    yield from served(app_with_test_engine(settings))
 
 
 def test_keys_guard_all_but_health_and_overload_is_503_with_retry_after(

@@ -6,10 +6,9 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from server.web.app import create_app
 from server.web.errors import ApiError, ErrorCode
 from server.web.ratelimit import ClientRateLimiter, client_key
-from tests.conftest import RunningServer, make_settings, photo
+from tests.conftest import RunningServer, app_with_test_engine, make_settings, photo
 from tests.server.web.test_routes import _post, assert_error
 
 
@@ -50,7 +49,7 @@ async def test_the_client_is_the_last_hop_not_written_by_a_trusted_proxy(
 ) -> None:
     """One budget per client: a second request as ``client`` itself finds it spent."""
     settings = make_settings(rate_limit="1/minute", trusted_proxies="10.0.0.0/8,::1")
-    app = create_app(settings)  # no lifespan: the limiter runs before the readiness check
+    app = app_with_test_engine(settings)  # no lifespan: the limiter runs before the readiness check
     assert await _post_as(app, peer, forwarded) != 429
     assert await _post_as(app, client, None) == 429
     assert await _post_as(app, "192.0.2.99", None) != 429

@@ -7,9 +7,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from server.web.app import create_app
 from server.web.errors import ErrorCode
-from tests.conftest import RunningServer, client_of, make_settings, photo, served
+from tests.conftest import (
+    RunningServer,
+    app_with_test_engine,
+    client_of,
+    make_settings,
+    photo,
+    served,
+)
 from tests.server.web.test_routes import _post, assert_error
 
 
@@ -107,7 +113,7 @@ def small_limits() -> Iterator[RunningServer]:
         model="mobilenet_v2", max_batch_size=4, max_queue_size=2, max_files=4,
         max_upload_mb=0.08, max_request_mb=0.2,
     )  # fmt: skip
-    yield from served(create_app(settings))
+    yield from served(app_with_test_engine(settings))
 
 
 @pytest.fixture

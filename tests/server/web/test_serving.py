@@ -12,7 +12,7 @@ from server.web.app import create_app
 from server.web.errors import ErrorCode
 from server.web.serving import DrainingServer
 from tests.conftest import make_settings, photo, start_server
-from tests.server.service.test_unit import GatedEngine
+from tests.engine import EngineKeeper
 from tests.server.web.test_routes import assert_error
 
 
@@ -23,13 +23,11 @@ async def _ready_status(app: object) -> httpx.Response:
 
 
 def test_the_signal_turns_readiness_off_at_once_and_in_flight_work_still_finishes() -> None:
-    running = start_server(create_app(make_settings(model="mobilenet_v2", max_batch_size=1)))
+    engines = EngineKeeper()
+    running = start_server(create_app(make_settings(max_batch_size=1), preparer=engines))
     assert isinstance(running.server, DrainingServer)
-    engine = running.service._engine
-    assert engine is not None
-    gated = GatedEngine(engine.run)
+    gated = engines.built["resnet50"]
     gated.gate.clear()
-    engine.run = gated  # type: ignore[method-assign]
     try:
         with running.client() as client, ThreadPoolExecutor(1) as pool:
             in_flight = pool.submit(
