@@ -42,7 +42,7 @@ tools:
 	./scripts/ensure-tools.sh
 
 test: lint typecheck tools
-	$(BIN)/pytest --cov --cov-report=term
+	$(BIN)/pytest --cov --cov-report=term --durations=20
 
 # The day-to-day loop: everything but the tests marked slow (a real model, a server process,
 # a benchmark); CI runs `make test`, which runs them all.
