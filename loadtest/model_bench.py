@@ -26,7 +26,7 @@ class RawPoint:
 
 def forward_throughput(engine: Engine, batch_size: int, min_s: float = 3.0) -> RawPoint:
     """Time ``engine.run`` at ``batch_size`` for at least ``min_s`` (and 3 batches)."""
-    crop = engine.model.preprocess.crop_size
+    crop = engine.model.preprocessing.crop_size
     batch = [torch.randn(3, crop, crop) for _ in range(batch_size)]
     engine.run(batch)
     runs, started = 0, time.perf_counter()
@@ -41,10 +41,10 @@ def forward_throughput(engine: Engine, batch_size: int, min_s: float = 3.0) -> R
 
 def decode_ms(model: LoadedModel, image: bytes, max_pixels: int, runs: int = 30) -> float:
     """Milliseconds to decode and preprocess ``image`` once, on one thread."""
-    preprocess.preprocess(image, model.preprocess, max_pixels)
+    preprocess.image_to_tensor(image, model.preprocessing, max_pixels)
     started = time.perf_counter()
     for _ in range(runs):
-        preprocess.preprocess(image, model.preprocess, max_pixels)
+        preprocess.image_to_tensor(image, model.preprocessing, max_pixels)
     return (time.perf_counter() - started) / runs * 1000
 
 
@@ -52,11 +52,11 @@ def pipeline_throughput(
     engine: Engine, image: bytes, batch_size: int, threads: int, min_s: float = 8.0
 ) -> float:
     """Images/s of decode + preprocess + forward with no HTTP: the next batch decodes meanwhile."""
-    spec, limit = engine.model.preprocess, 10**9
+    spec, limit = engine.model.preprocessing, 10**9
 
     def decode_batch(pool: ThreadPoolExecutor) -> Sequence[torch.Tensor]:
         return list(
-            pool.map(lambda _: preprocess.preprocess(image, spec, limit), range(batch_size))
+            pool.map(lambda _: preprocess.image_to_tensor(image, spec, limit), range(batch_size))
         )
 
     with ThreadPoolExecutor(threads) as pool, ThreadPoolExecutor(1) as ahead:

@@ -124,6 +124,27 @@ def test_the_top_imports_no_layer() -> None:
         assert {_layer_of(m) for m in _imports_of(module)} <= {"server"}, module
 
 
+#: What the web layer may read of a model unit: its door (server/service/door.py) and lifecycle.
+UNIT_DOOR = {"name", "ready", "not_ready_reason", "description", "limits", "ensure_accepting",
+             "classify", "classify_many", "classify_pixels", "plan"}  # fmt: skip
+
+
+@pytest.mark.parametrize("module", _modules_of("server.web"))
+def test_the_web_layer_reads_a_unit_only_through_its_door(module: str) -> None:
+    """No ``unit.batcher``, ``unit.model``, ``unit.metrics`` or private attribute in web code."""
+    path = ROOT / Path(*module.split("."))
+    path = path.with_suffix(".py") if path.with_suffix(".py").exists() else path / "__init__.py"
+    reads = {
+        (node.lineno, node.attr)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in {"unit", "service"}
+    }
+    beyond = sorted((line, attr) for line, attr in reads if attr not in UNIT_DOOR)
+    assert not beyond, f"{module} reads the unit's {beyond}"
+
+
 def test_importing_the_batcher_loads_only_the_standard_library() -> None:
     """At run time too: no import hidden in a function body or pulled in by a dependency."""
     added = _modules_loaded_by(["batcher"]) - _modules_loaded_by(["sys"])

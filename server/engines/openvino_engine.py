@@ -43,7 +43,7 @@ def convert(model: LoadedModel) -> ov.Model:
     exported; TorchScript is converted from its graph and ONNX read from its
     file. Then the spatial size is fixed to the crop size.
     """
-    crop = model.preprocess.crop_size
+    crop = model.preprocessing.crop_size
     converted = _read(model, crop)
     try:
         converted.reshape({converted.inputs[0]: ov.PartialShape([-1, 3, crop, crop])})
@@ -122,7 +122,7 @@ class OpenVinoEngine:
 
     def warm_up(self, max_batch_size: int) -> None:
         """Every batch size once: OpenVINO prepares kernels for each new input shape."""
-        crop = self.model.preprocess.crop_size
+        crop = self.model.preprocessing.crop_size
         example = torch.zeros(3, crop, crop)
         for size in range(1, max_batch_size + 1):
             self.run([example] * size)
@@ -151,7 +151,7 @@ def int8_model(
         "model": model.name,
         "weights": model.identity,
         "source": model.source,
-        "preprocess": repr(model.preprocess),
+        "preprocess": repr(model.preprocessing),
         "calibration": fingerprint,
         "openvino": str(ov.__version__),
     }
@@ -173,7 +173,7 @@ def int8_model(
 def _quantize_and_measure(
     model: LoadedModel, fp32: ov.Model, plan: RuntimePlan, settings: Settings
 ) -> tuple[ov.Model, int8.FidelityReport]:
-    samples = calibration.load(settings.calibration_dir, model.preprocess)
+    samples = calibration.load(settings.calibration_dir, model.preprocessing)
     started = time.perf_counter()
     logger.info(
         "quantizing %s to int8 on %d samples from %s",

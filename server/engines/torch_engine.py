@@ -135,7 +135,7 @@ class TorchEngine:
 
     def warm_up(self, max_batch_size: int) -> None:
         """Run one forward pass at every batch size the batcher can form (compiled: each bucket)."""
-        crop = self.model.preprocess.crop_size
+        crop = self.model.preprocessing.crop_size
         example = torch.zeros(3, crop, crop)
         sizes = self.buckets or range(1, max_batch_size + 1)
         started = time.perf_counter()

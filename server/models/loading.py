@@ -56,7 +56,7 @@ def load_model(settings: Settings) -> LoadedModel:
     else:
         model = load_torchvision_model(resolve_weights(settings.model, settings.weights))
         model = dataclasses.replace(
-            model, preprocess=configured_preprocessing(settings, model.preprocess)
+            model, preprocessing=configured_preprocessing(settings, model.preprocessing)
         )
     classes = output_width(model)
     if classes != model.num_classes:  # a module whose head differs from what was assumed
@@ -140,7 +140,7 @@ def output_width(model: LoadedModel) -> int:
     Also where a model that cannot take that input fails, at startup, with the
     crop size named.
     """
-    crop = model.preprocess.crop_size
+    crop = model.preprocessing.crop_size
     try:
         if model.module is None:
             assert model.path is not None

@@ -32,7 +32,7 @@ __all__ = [
     "InvalidImageError",
     "PreprocessSpec",
     "UnsupportedImageFormatError",
-    "preprocess",
+    "image_to_tensor",
 ]
 
 #: Formats the server accepts, by Pillow's format name.
@@ -105,7 +105,7 @@ def to_tensor(image: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
 
 
-def preprocess(data: bytes, spec: PreprocessSpec, max_pixels: int) -> torch.Tensor:
+def image_to_tensor(data: bytes, spec: PreprocessSpec, max_pixels: int) -> torch.Tensor:
     """Bytes in, model input out: decode, then resize, crop and normalise."""
     return to_tensor(decode(data, spec, max_pixels), spec)
 

@@ -79,7 +79,7 @@ class LoadedModel:
     module: nn.Module | None
     name: str
     categories: tuple[str, ...]
-    preprocess: PreprocessSpec
+    preprocessing: PreprocessSpec
     source: str = "torchvision"
     weights_label: str = RANDOM
     path: Path | None = None

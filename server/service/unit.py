@@ -289,7 +289,7 @@ class ModelUnit:
         They skip decoding and go to the queue together, all or none.
         """
         assert self.model is not None
-        crop = self.model.preprocess.crop_size
+        crop = self.model.preprocessing.crop_size
         batch = torch.frombuffer(bytearray(pixels), dtype=torch.float32)
         tensors = list(batch.reshape(count, 3, crop, crop))
         return await self._submit_many(tensors, arrived_at, deadline, progress or Progress())
@@ -314,9 +314,9 @@ class ModelUnit:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._decode_pool,
-            preprocess.preprocess,
+            preprocess.image_to_tensor,
             data,
-            self.model.preprocess,
+            self.model.preprocessing,
             self.settings.max_image_pixels,
         )
 
@@ -379,7 +379,7 @@ def describe(unit: ModelUnit) -> ModelDescription:
     """A loaded unit's frozen description."""
     model, plan = unit.model, unit.plan
     assert model is not None
-    spec = model.preprocess
+    spec = model.preprocessing
     return ModelDescription(
         name=unit.name,
         source=model.source,

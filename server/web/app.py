@@ -54,16 +54,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def _publish_model_info(registry: ModelRegistry, metrics: Metrics) -> None:
     metrics.clear_model_info()
     for unit in registry:
-        plan = unit.plan
+        model = unit.description
+        assert model is not None, "a started unit has loaded its model"
         metrics.set_model_info(
-            model=unit.name,
-            weights=unit.describe_weights(),
-            engine=plan.engine,
-            engine_version=unit.engine_version,
-            device=str(plan.device),
-            precision=plan.precision,
-            max_batch_size=str(plan.max_batch_size),
-            workers=str(plan.workers),
+            model=model.name,
+            weights=model.weights,
+            engine=model.engine,
+            engine_version=model.engine_version,
+            device=model.device,
+            precision=model.precision,
+            max_batch_size=str(model.max_batch_size),
+            workers=str(model.workers),
         )
 
 

@@ -45,7 +45,7 @@ def test_the_gate_refuses_real_weights_and_only_warns_for_random_ones(caplog) ->
 
 def test_quantization_gives_an_int8_model_close_to_fp32() -> None:
     model = load_torchvision_model(resolve_weights("mobilenet_v2", "random"))
-    samples = calibration.load(None, model.preprocess)
+    samples = calibration.load(None, model.preprocessing)
     fp32 = convert(model)
     quantized = int8.quantize(fp32, samples)
     kinds = {op.get_type_name() for op in quantized.get_ops()}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from server.engines import TorchEngine
-from server.models.preprocess import preprocess
+from server.models.preprocess import image_to_tensor
 from server.models.torchvision_models import load_torchvision_model, resolve_weights
 from tests.conftest import PHOTOS, photo
 
@@ -26,8 +26,8 @@ BF16_TOLERANCE = 0.08
 def outputs() -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(20261126)
     model = load_torchvision_model(resolve_weights("resnet50", "random"))
-    spec = model.preprocess
-    images = torch.stack([preprocess(photo(name), spec, 10**8) for name in PHOTOS])
+    spec = model.preprocessing
+    images = torch.stack([image_to_tensor(photo(name), spec, 10**8) for name in PHOTOS])
     results = []
     for precision in ("fp32", "bf16"):
         engine = TorchEngine(model, torch.device("cpu"), precision)

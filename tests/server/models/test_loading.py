@@ -25,7 +25,7 @@ def test_a_model_file_gets_its_stem_imagenet_preprocessing_and_generated_labels(
     assert model.num_classes == 12
     assert model.categories[:2] == ("class_0", "class_1")
     assert model.labels_source == "generated"
-    assert model.preprocess == IMAGENET_SPEC
+    assert model.preprocessing == IMAGENET_SPEC
     assert model.sha256 is not None
     assert len(model.sha256) == 64
     assert not model.random_weights
@@ -52,7 +52,7 @@ def test_labels_name_and_preprocessing_settings_apply(
     assert (model.name, model.output) == ("flowers", "probabilities")
     assert model.categories[11] == "flower 11"
     assert model.labels_source == str(labels)
-    spec = model.preprocess
+    spec = model.preprocessing
     assert (spec.resize_size, spec.crop_size, spec.mean, spec.std, spec.interpolation) == (
         240, 224, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bicubic"
     )  # fmt: skip
@@ -106,8 +106,8 @@ def test_a_twelve_class_state_dict_sizes_the_head_from_the_file(tmp_path: Path) 
     assert model.name == "resnet18"
     assert model.source == "torchvision"
     # Its preprocessing stays the architecture's registry default.
-    assert model.preprocess.crop_size == 224
-    assert model.preprocess.resize_size == 256
+    assert model.preprocessing.crop_size == 224
+    assert model.preprocessing.resize_size == 256
     expected = tiny_classifier(12)(torch.ones(1, 3, 224, 224))
     assert model.module is not None
     assert torch.allclose(model.module(torch.ones(1, 3, 224, 224)), expected, atol=1e-5)

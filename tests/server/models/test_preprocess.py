@@ -19,7 +19,7 @@ from server.models.preprocess import (
     PreprocessSpec,
     UnsupportedImageFormatError,
     decode,
-    preprocess,
+    image_to_tensor,
     resize_and_crop,
     resized_size,
     to_rgb,
@@ -54,7 +54,7 @@ def _gradient(width: int = 300, height: int = 200) -> Image.Image:
 
 @pytest.mark.parametrize("name", [p for p in PHOTOS if p != "horse_rgba.png"])
 def test_equals_torchvision_transforms_on_real_photos(name: str) -> None:
-    ours = preprocess(photo(name), SPEC, LIMIT)
+    ours = image_to_tensor(photo(name), SPEC, LIMIT)
     reference = _reference(Image.open(DATA / name).convert("RGB"))
     assert ours.shape == reference.shape == (3, 224, 224)
     assert (ours - reference).abs().max().item() < 1e-5
@@ -64,7 +64,7 @@ def test_transparent_photo_equals_torchvision_on_the_documented_background() -> 
     rgba = Image.open(DATA / "horse_rgba.png").convert("RGBA")
     background = Image.new("RGBA", rgba.size, (*BACKGROUND_RGB, 255))
     reference = _reference(Image.alpha_composite(background, rgba).convert("RGB"))
-    ours = preprocess(photo("horse_rgba.png"), SPEC, LIMIT)
+    ours = image_to_tensor(photo("horse_rgba.png"), SPEC, LIMIT)
     assert (ours - reference).abs().max().item() < 1e-5
 
 
@@ -73,7 +73,7 @@ def test_a_large_jpeg_is_decoded_in_draft_mode_close_to_the_full_decode() -> Non
     drafted = decode(data, SPEC, LIMIT)
     assert max(drafted.size) < 4000  # decoded at a reduced scale
     assert min(drafted.size) >= 2 * SPEC.resize_size
-    ours = preprocess(data, SPEC, LIMIT)
+    ours = image_to_tensor(data, SPEC, LIMIT)
     reference = _reference(Image.open(DATA / "rocket_12mp.jpg").convert("RGB"))
     assert (ours - reference).abs().mean().item() < 0.01
     torch.manual_seed(0)
@@ -98,8 +98,8 @@ def test_exif_orientation_gives_the_upright_answer(orientation: int) -> None:
     exif = Image.Exif()
     exif[0x0112] = orientation
     data = _encode(stored, "PNG", exif=exif.tobytes())
-    expected = preprocess(_encode(upright), SPEC, LIMIT)
-    assert (preprocess(data, SPEC, LIMIT) - expected).abs().max().item() < 1e-5
+    expected = image_to_tensor(_encode(upright), SPEC, LIMIT)
+    assert (image_to_tensor(data, SPEC, LIMIT) - expected).abs().max().item() < 1e-5
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_every_mode_becomes_rgb(image: Image.Image) -> None:
     fmt = "TIFF" if image.mode == "CMYK" else "PNG"
     rgb = decode(_encode(image, fmt), SPEC, LIMIT)
     assert rgb.mode == "RGB"
-    assert preprocess(_encode(image, fmt), SPEC, LIMIT).shape == (3, 224, 224)
+    assert image_to_tensor(_encode(image, fmt), SPEC, LIMIT).shape == (3, 224, 224)
 
 
 def test_cmyk_white_is_rgb_white() -> None:
@@ -158,21 +158,25 @@ def test_an_animated_gif_uses_its_first_frame() -> None:
         assert getattr(gif, "n_frames", 1) > 1
         first = gif.convert("RGB")
     expected = _reference(first)
-    assert (preprocess(photo("animated.gif"), SPEC, LIMIT) - expected).abs().max() < 1e-5
+    assert (image_to_tensor(photo("animated.gif"), SPEC, LIMIT) - expected).abs().max() < 1e-5
 
 
 def test_a_one_pixel_image_is_served() -> None:
-    assert preprocess(_encode(Image.new("RGB", (1, 1), "blue")), SPEC, LIMIT).shape == (3, 224, 224)
+    assert image_to_tensor(_encode(Image.new("RGB", (1, 1), "blue")), SPEC, LIMIT).shape == (
+        3,
+        224,
+        224,
+    )
 
 
 def test_an_extreme_aspect_ratio_stays_cheap_and_close_to_torchvision() -> None:
     strip = _gradient(2000, 40)
     started = time.perf_counter()
-    ours = preprocess(_encode(strip), SPEC, LIMIT)
+    ours = image_to_tensor(_encode(strip), SPEC, LIMIT)
     assert time.perf_counter() - started < 5
     reference = _reference(strip)
     assert (ours - reference).abs().max().item() <= ONE_LEVEL + 1e-5
-    assert preprocess(_encode(Image.new("L", (1, 20000))), SPEC, LIMIT).shape == (3, 224, 224)
+    assert image_to_tensor(_encode(Image.new("L", (1, 20000))), SPEC, LIMIT).shape == (3, 224, 224)
 
 
 def test_resized_size_matches_torchvision_truncation() -> None:
@@ -201,18 +205,18 @@ def test_a_pixel_bomb_is_refused_from_the_header_before_decoding() -> None:
 )
 def test_bytes_that_are_no_image_are_invalid(data: bytes) -> None:
     with pytest.raises(InvalidImageError):
-        preprocess(data, SPEC, LIMIT)
+        image_to_tensor(data, SPEC, LIMIT)
 
 
 def test_a_truncated_jpeg_is_invalid() -> None:
     data = photo("cat.jpg")
     with pytest.raises(InvalidImageError, match="could not be decoded"):
-        preprocess(data[: len(data) // 3], SPEC, LIMIT)
+        image_to_tensor(data[: len(data) // 3], SPEC, LIMIT)
 
 
 def test_a_decodable_format_outside_the_allow_list_is_unsupported() -> None:
     with pytest.raises(UnsupportedImageFormatError, match=r"^image format PPM is not supported"):
-        preprocess(_encode(Image.new("RGB", (8, 8)), "PPM"), SPEC, LIMIT)
+        image_to_tensor(_encode(Image.new("RGB", (8, 8)), "PPM"), SPEC, LIMIT)
 
 
 def test_a_spec_refuses_an_unknown_interpolation() -> None:
@@ -224,7 +228,7 @@ def test_a_spec_refuses_an_unknown_interpolation() -> None:
 def test_every_allowed_format_is_decoded(fmt: str) -> None:
     image = _gradient(80, 60)
     data = _encode(image.convert("P") if fmt == "GIF" else image, fmt)
-    assert preprocess(data, SPEC, LIMIT).shape == (3, 224, 224)
+    assert image_to_tensor(data, SPEC, LIMIT).shape == (3, 224, 224)
 
 
 def test_a_png_with_corrupted_compressed_data_is_invalid() -> None:
@@ -232,7 +236,7 @@ def test_a_png_with_corrupted_compressed_data_is_invalid() -> None:
     idat = data.index(b"IDAT")
     data[idat + 20 : idat + 40] = bytes(20)
     with pytest.raises(InvalidImageError):
-        preprocess(bytes(data), SPEC, LIMIT)
+        image_to_tensor(bytes(data), SPEC, LIMIT)
 
 
 def test_a_png_whose_chunk_crc_does_not_match_is_invalid() -> None:
@@ -244,7 +248,7 @@ def test_a_png_whose_chunk_crc_does_not_match_is_invalid() -> None:
     with Image.open(io.BytesIO(bytes(data))) as unchecked:
         unchecked.load()  # proof that loading alone does not notice
     with pytest.raises(InvalidImageError, match="could not be decoded"):
-        preprocess(bytes(data), SPEC, LIMIT)
+        image_to_tensor(bytes(data), SPEC, LIMIT)
 
 
 def chunk(kind: bytes, body: bytes) -> bytes:

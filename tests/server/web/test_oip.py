@@ -11,7 +11,7 @@ import tritonclient.http as triton
 import tritonclient.http.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
-from server.models.preprocess import preprocess
+from server.models.preprocess import image_to_tensor
 from tests.conftest import RunningServer, app_with_test_engine, make_settings, photo, served
 from tests.server.web.test_routes import _post
 
@@ -79,8 +79,8 @@ def test_image_bytes_answer_like_predict(
 def test_preprocessed_pixels_answer_like_predict(
     client: triton.InferenceServerClient, resnet_server: RunningServer, binary: bool
 ) -> None:
-    spec = resnet_server.service.model.preprocess  # type: ignore[union-attr]
-    pixels = preprocess(photo("cat.jpg"), spec, 10**8).numpy()[np.newaxis]
+    spec = resnet_server.service.model.preprocessing  # type: ignore[union-attr]
+    pixels = image_to_tensor(photo("cat.jpg"), spec, 10**8).numpy()[np.newaxis]
     tensor = triton.InferInput("PIXELS", list(pixels.shape), "FP32")
     tensor.set_data_from_numpy(pixels.astype(np.float32), binary_data=binary)
     result = client.infer("resnet50", [tensor])  # no outputs named: all, in binary
