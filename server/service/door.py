@@ -8,23 +8,14 @@ never the unit's model, batcher or metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a value to read; its module (Pillow, torch) is not imported here
+    from server.models.preprocess import PreprocessSpec
 
 
 class NotReadyError(Exception):
     """The model cannot take work now (loading, warming up, failed or draining); says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class Preprocessing:
-    """How an image becomes the model's input."""
-
-    resize_size: int
-    crop_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str
-    #: What transparent pixels are composited onto (RGB).
-    background: tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +32,9 @@ class ModelDescription:
     weights: str
     random_weights: bool
     labels: tuple[str, ...]
-    preprocessing: Preprocessing
+    preprocessing: PreprocessSpec
+    #: What transparent pixels are composited onto (RGB).
+    background: tuple[int, int, int]
     engine: str
     engine_version: str
     device: str

@@ -29,7 +29,6 @@ from server.service.compute import ComputeGate, init_compute_thread
 from server.service.door import (
     ModelDescription,
     NotReadyError,
-    Preprocessing,
     ServingLimits,
 )
 from server.service.preparation import Prepared, Preparer, prepare
@@ -379,7 +378,6 @@ def describe(unit: ModelUnit) -> ModelDescription:
     """A loaded unit's frozen description."""
     model, plan = unit.model, unit.plan
     assert model is not None
-    spec = model.preprocessing
     return ModelDescription(
         name=unit.name,
         source=model.source,
@@ -390,10 +388,8 @@ def describe(unit: ModelUnit) -> ModelDescription:
         weights=model.weights_label,
         random_weights=model.random_weights,
         labels=model.categories,
-        preprocessing=Preprocessing(
-            spec.resize_size, spec.crop_size, spec.mean, spec.std, spec.interpolation,
-            preprocess.BACKGROUND_RGB,
-        ),
+        preprocessing=model.preprocessing,
+        background=preprocess.BACKGROUND_RGB,
         engine=plan.engine,
         engine_version=unit.engine_version,
         device=str(plan.device),

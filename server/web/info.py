@@ -101,7 +101,7 @@ def _preprocessing(model: ModelDescription) -> PreprocessingInfo:
         mean=list(spec.mean),
         std=list(spec.std),
         interpolation=spec.interpolation,
-        background=list(spec.background),
+        background=list(model.background),
     )
 
 
@@ -117,15 +117,9 @@ def _plan(model: ModelDescription) -> PlanInfo:
 
 
 def _limits(limits: ServingLimits) -> Limits:
-    return Limits(
-        max_upload_mb=limits.max_upload_mb,
-        max_request_mb=limits.max_request_mb,
-        max_files=limits.max_files,
-        max_image_pixels=limits.max_image_pixels,
-        request_timeout_s=limits.request_timeout_s,
-        max_top_k=MAX_TOP_K,
-        formats=list(limits.formats),
-    )
+    """The limits /info shows: the unit's, under the same names, and the top-k ceiling."""
+    shared = {name: getattr(limits, name) for name in Limits.model_fields if hasattr(limits, name)}
+    return Limits(**{**shared, "formats": list(limits.formats), "max_top_k": MAX_TOP_K})
 
 
 def versions() -> dict[str, str]:
