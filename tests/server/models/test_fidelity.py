@@ -27,14 +27,11 @@ def outputs() -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(20261126)
     model = load_torchvision_model(resolve_weights("resnet50", "random"))
     spec = model.preprocessing
-    images = torch.stack([image_to_tensor(photo(name), spec, 10**8) for name in PHOTOS])
+    images = [image_to_tensor(photo(name), spec, 10**8) for name in PHOTOS]
     results = []
     for precision in ("fp32", "bf16"):
-        engine = TorchEngine(model, torch.device("cpu"), precision)
-        dtype = torch.float32 if precision == "fp32" else torch.bfloat16
-        with torch.inference_mode():
-            x = images.to(dtype).contiguous(memory_format=torch.channels_last)
-            results.append(engine._module(x).float().softmax(dim=1))
+        rows = TorchEngine(model, torch.device("cpu"), precision).run(images)
+        results.append(torch.stack([torch.from_numpy(row.probabilities) for row in rows]))
     return results[0], results[1]
 
 
