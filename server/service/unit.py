@@ -26,11 +26,13 @@ from server.models.image_errors import ImageError
 from server.models.plan import RuntimePlan, resolve_plan
 from server.models.torchvision_models import LoadedModel
 from server.service.compute import ComputeGate, init_compute_thread
+from server.service.describe import describe, serving_limits
 from server.service.door import (
     ModelDescription,
     NotReadyError,
     ServingLimits,
 )
+from server.service.memory import in_halves_when_out_of_memory
 from server.service.preparation import Prepared, Preparer, prepare
 from server.service.progress import Progress
 
@@ -41,16 +43,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's "can't allocate memory" RuntimeError."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    message = str(exc).lower()
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in message or "can't allocate memory" in message
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,15 +316,7 @@ class ModelUnit:
         for job in jobs:
             job.progress.stage = "inference"
         items = [job.tensor for job in jobs]
-        try:
-            return await self._forward(items)
-        except Exception as exc:
-            if len(items) < 2 or not is_out_of_memory(exc):
-                raise
-            logger.warning("out of memory on a batch of %d; retrying as two halves", len(items))
-            self._release_cached_memory()
-            half = len(items) // 2
-            return [*await self._forward(items[:half]), *await self._forward(items[half:])]
+        return await in_halves_when_out_of_memory(self._forward, items, self._release_cached_memory)
 
     async def _forward(self, items: Sequence[torch.Tensor]) -> list[Row]:
         assert self._engine is not None
@@ -372,50 +356,3 @@ class ModelUnit:
             await self._batcher.aclose(timeout_s=max(0.5, left))
         self._inference_pool.shutdown(wait=False, cancel_futures=True)
         logger.info("model %s: drained and stopped in %.2fs", self.name, time.monotonic() - started)
-
-
-def describe(unit: ModelUnit) -> ModelDescription:
-    """A loaded unit's frozen description."""
-    model, plan = unit.model, unit.plan
-    assert model is not None
-    return ModelDescription(
-        name=unit.name,
-        source=model.source,
-        file=str(model.path) if model.path else None,
-        file_sha256=model.sha256,
-        labels_source=model.labels_source,
-        output=model.output,
-        weights=model.weights_label,
-        random_weights=model.random_weights,
-        labels=model.categories,
-        preprocessing=model.preprocessing,
-        background=preprocess.BACKGROUND_RGB,
-        engine=plan.engine,
-        engine_version=unit.engine_version,
-        device=str(plan.device),
-        precision=plan.precision,
-        compiled=plan.compiled,
-        cpu=plan.cpu,
-        cpu_flags=plan.cpu_flags,
-        workers=plan.workers,
-        threads_per_worker=plan.threads_per_worker,
-        max_batch_size=plan.max_batch_size,
-        max_batch_wait_ms=plan.max_batch_wait_ms,
-        max_queue_size=unit.settings.max_queue_size,
-        fidelity=unit.fidelity,
-    )  # fmt: skip
-
-
-def serving_limits(settings: Settings) -> ServingLimits:
-    """The request limits ``settings`` set."""
-    return ServingLimits(
-        max_upload_bytes=settings.max_upload_bytes,
-        max_request_bytes=settings.max_request_bytes,
-        max_upload_mb=settings.max_upload_mb,
-        max_request_mb=settings.max_request_mb,
-        max_files=settings.max_files,
-        max_image_pixels=settings.max_image_pixels,
-        request_timeout_s=settings.request_timeout_s,
-        body_timeout_s=settings.body_timeout_s,
-        formats=preprocess.ALLOWED_FORMATS,
-    )
