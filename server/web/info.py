@@ -64,7 +64,7 @@ def describe(unit: ModelUnit) -> ModelInfo | None:
         plan=_plan(model),
         int8_fidelity=FidelityInfo.model_validate(model.fidelity) if model.fidelity else None,
         limits=_limits(unit.limits),
-        versions=versions(),
+        versions=versions(model),
     )
 
 
@@ -122,12 +122,18 @@ def _limits(limits: ServingLimits) -> Limits:
     return Limits(**{**shared, "formats": list(limits.formats), "max_top_k": MAX_TOP_K})
 
 
-def versions() -> dict[str, str]:
-    """batchserve's, the libraries' (or ``not installed``) and Python's versions."""
+def versions(model: ModelDescription | None = None) -> dict[str, str]:
+    """batchserve's, the libraries' (or ``not installed``) and Python's versions.
+
+    Read from the installed distributions, so nothing is imported; the engine a
+    model runs on reports its runtime's own version, build included.
+    """
     found = {"batchserve": __version__}
     for name in LIBRARIES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
+    if model is not None and model.engine in found:
+        found[model.engine] = model.engine_version
     return {**found, "python": platform.python_version()}
