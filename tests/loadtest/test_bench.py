@@ -23,6 +23,8 @@ def test_the_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
         "BATCHSERVE_MAX_BATCH_SIZE": "2",
         "BATCHSERVE_PRECISION": "fp32",
         "BATCHSERVE_COMPILE": "off",
+        # The program is under test, not the engine: torch starts without a conversion.
+        "BATCHSERVE_ENGINE": "torch",
     }
     args = ["--duration", "1", "--concurrency", "1,2", "--raw-seconds", "0.3", "--out", str(out)]
     result = subprocess.run(
