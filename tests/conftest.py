@@ -207,11 +207,27 @@ def api(resnet_server: RunningServer) -> Iterator[httpx.Client]:
     yield from client_of(resnet_server)
 
 
+#: Set by coverage (``patch = ["subprocess"]``) for the Python processes a test starts.
+COVERAGE_VARIABLE = "COVERAGE_PROCESS_CONFIG"
+
+
+def benchmark_environment(tmp_path: Path) -> dict[str, str]:
+    """The environment a benchmark runs in: no BATCHSERVE_ setting, a fresh cache, no coverage.
+
+    A benchmark program is not what coverage measures (the server code it runs
+    is covered by the tests that run it in process), and the tracer would double
+    its Python-heavy parts (torch.export, NNCF) in every process it starts.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSERVE_")}
+    env.pop(COVERAGE_VARIABLE, None)
+    env["BATCHSERVE_CACHE_DIR"] = str(tmp_path / "cache")
+    return env
+
+
 def run_benchmark(module: str, args: list[str], tmp_path: Path) -> str:
     """Run ``python -m module args --out ...`` as `make bench` does; its report's text."""
     out = tmp_path / "report.md"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSERVE_")}
-    env["BATCHSERVE_CACHE_DIR"] = str(tmp_path / "cache")
+    env = benchmark_environment(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", module, *args, "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=900, cwd=Path(__file__).parents[1],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -10,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import benchmark_environment
+
 #: A real model or a server process: make test-fast skips these.
 pytestmark = pytest.mark.slow
 
 
 def test_the_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "benchmarks.md"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSERVE_")}
+    env = benchmark_environment(tmp_path)
     env |= {
         "BATCHSERVE_MODEL": "mobilenet_v3_small",
         "BATCHSERVE_WEIGHTS": "random",
