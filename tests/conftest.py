@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from server.service.registry import ModelRegistry
 from server.service.unit import ModelUnit
 from server.web.app import create_app
 from server.web.serving import DrainingServer, uvicorn_config
-from tests.engine import prepare_test_engine
+from tests.engine import EngineKeeper
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = ("cat.jpg", "cat_cmyk.jpg", "coffee.webp", "camera_gray.png", "horse_rgba.png",
@@ -172,19 +172,36 @@ def client_of(server: RunningServer) -> Iterator[httpx.Client]:
         yield client
 
 
-def app_with_test_engine(settings: Settings) -> FastAPI:
-    """The app for ``settings`` with the deterministic test engine: no network is built."""
-    return create_app(settings, preparer=prepare_test_engine)
+def app_with_test_engine(settings: Settings, keeper: EngineKeeper | None = None) -> FastAPI:
+    """The app for ``settings`` with the deterministic test engine: no network is built.
+
+    ``keeper`` keeps the engines built, for a test that steers them.
+    """
+    return create_app(settings, preparer=keeper or EngineKeeper())
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
+    """Return once ``predicate()`` holds; fail after ``timeout_s`` (a guard against hangs)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="session")
-def resnet_server() -> Iterator[RunningServer]:
+def resnet_engines() -> EngineKeeper:
+    """The test engines of the shared ``resnet_server``, for tests that hold its gate."""
+    return EngineKeeper()
+
+
+@pytest.fixture(scope="session")
+def resnet_server(resnet_engines: EngineKeeper) -> Iterator[RunningServer]:
     """One server described as ResNet-50, shared by the API tests that do not reconfigure it.
 
     It runs the test engine (tests/engine.py), with the default engine's plan
     (OpenVINO on the CPU); tests/server/engines run the real engines.
     """
-    yield from served(app_with_test_engine(make_settings(engine="auto")))
+    yield from served(app_with_test_engine(make_settings(engine="auto"), resnet_engines))
 
 
 @pytest.fixture(scope="session")

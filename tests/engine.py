@@ -41,10 +41,8 @@ class MeanPixelEngine:
     name = "test"
     version = "mean-pixel 1"
 
-    def __init__(self, model: LoadedModel, forward_s: float = 0.0) -> None:
+    def __init__(self, model: LoadedModel) -> None:
         self.model = model
-        #: What each forward pass costs (a real one takes time, which lets requests batch).
-        self.forward_s = forward_s
         self.precision = "fp32"
         self.gate = threading.Event()
         self.gate.set()
@@ -69,8 +67,6 @@ class MeanPixelEngine:
         if self.fail_above is not None and len(batch) > self.fail_above:
             raise self.failure
         self.threads_seen.append(torch.get_num_threads())
-        if self.forward_s:
-            time.sleep(self.forward_s)
         classes = self.model.num_classes
         means = torch.stack([item.float().mean() for item in batch])
         # Normalised pixels lie in about [-2.2, 2.7]; the sigmoid spreads them over the classes.
@@ -104,9 +100,3 @@ class EngineKeeper:
         model = describe_without_weights(settings)
         engine = self.built[model.name] = MeanPixelEngine(model)
         return Prepared(model, BuiltEngine(engine))
-
-
-def prepare_test_engine(settings: Settings, plan: RuntimePlan) -> Prepared:
-    """A preparer for tests that need not steer the engine: 20 ms a forward pass."""
-    model = describe_without_weights(settings)
-    return Prepared(model, BuiltEngine(MeanPixelEngine(model, forward_s=0.02)))

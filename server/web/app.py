@@ -15,7 +15,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from server import __version__
 from server.config import Settings
-from server.metrics import Metrics
+from server.metrics import MODEL_INFO_LABELS, Metrics
 from server.web import oip, openapi, routes
 from server.web.auth import API_KEY_HEADER, ApiKeys, require_api_key
 from server.web.errors import DisconnectStage, ErrorCode, install_handlers
@@ -56,16 +56,9 @@ def _publish_model_info(registry: ModelRegistry, metrics: Metrics) -> None:
     for unit in registry:
         model = unit.description
         assert model is not None, "a started unit has loaded its model"
-        metrics.set_model_info(
-            model=model.name,
-            weights=model.weights,
-            engine=model.engine,
-            engine_version=model.engine_version,
-            device=model.device,
-            precision=model.precision,
-            max_batch_size=str(model.max_batch_size),
-            workers=str(model.workers),
-        )
+        # The served name is the ``model`` label; every other label is the field of its name.
+        named = (label for label in MODEL_INFO_LABELS if label != "model")
+        metrics.set_model_info(model=model.name, **{n: str(getattr(model, n)) for n in named})
 
 
 def create_app(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import platform
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from server import __version__
 from server.config import MAX_TOP_K
@@ -39,32 +41,18 @@ def describe(unit: ModelUnit) -> ModelInfo | None:
     if model is None:
         return None
     return ModelInfo(
-        model=model.name,
-        source=model.source,
-        file=model.file,
-        file_sha256=model.file_sha256,
-        labels=model.labels_source,
-        output=model.output,
-        weights=model.weights,
-        random_weights=model.random_weights,
-        num_classes=model.num_classes,
-        input_size=list(model.input_size),
-        preprocessing=_preprocessing(model),
-        device=model.device,
-        precision=model.precision,
-        compiled=model.compiled,
-        threads_per_worker=model.threads_per_worker,
-        batching=BatchingInfo(
-            max_batch_size=model.max_batch_size,
-            max_batch_wait_ms=model.max_batch_wait_ms,
-            max_queue_size=model.max_queue_size,
-            workers=model.workers,
-        ),
-        engine=model.engine,
-        plan=_plan(model),
-        int8_fidelity=FidelityInfo.model_validate(model.fidelity) if model.fidelity else None,
-        limits=_limits(unit.limits),
-        versions=versions(model),
+        **{
+            **_same_named(model, ModelInfo),
+            # Two names mean other things in /info: the labels' source, the spec as lists.
+            "model": model.name,
+            "labels": model.labels_source,
+            "preprocessing": _preprocessing(model),
+            "batching": BatchingInfo(**_same_named(model, BatchingInfo)),
+            "plan": PlanInfo(**_same_named(model, PlanInfo)),
+            "int8_fidelity": _fidelity(model),
+            "limits": _limits(unit.limits),
+            "versions": versions(model),
+        }
     )
 
 
@@ -94,32 +82,22 @@ def info(registry: ModelRegistry) -> InfoResponse | None:
 
 
 def _preprocessing(model: ModelDescription) -> PreprocessingInfo:
-    spec = model.preprocessing
-    return PreprocessingInfo(
-        resize_size=spec.resize_size,
-        crop_size=spec.crop_size,
-        mean=list(spec.mean),
-        std=list(spec.std),
-        interpolation=spec.interpolation,
-        background=list(model.background),
-    )
+    spec = _same_named(model.preprocessing, PreprocessingInfo)
+    return PreprocessingInfo(**spec, background=list(model.background))
 
 
-def _plan(model: ModelDescription) -> PlanInfo:
-    return PlanInfo(
-        engine=model.engine,
-        engine_version=model.engine_version,
-        cpu=model.cpu,
-        cpu_flags=list(model.cpu_flags),
-        workers=model.workers,
-        threads_per_worker=model.threads_per_worker,
-    )
+def _fidelity(model: ModelDescription) -> FidelityInfo | None:
+    return FidelityInfo.model_validate(model.fidelity) if model.fidelity else None
 
 
 def _limits(limits: ServingLimits) -> Limits:
     """The limits /info shows: the unit's, under the same names, and the top-k ceiling."""
-    shared = {name: getattr(limits, name) for name in Limits.model_fields if hasattr(limits, name)}
-    return Limits(**{**shared, "formats": list(limits.formats), "max_top_k": MAX_TOP_K})
+    return Limits(**_same_named(limits, Limits), max_top_k=MAX_TOP_K)
+
+
+def _same_named(source: object, schema: type[BaseModel]) -> dict[str, Any]:
+    """``source``'s attributes that ``schema`` has fields of the same name for."""
+    return {name: getattr(source, name) for name in schema.model_fields if hasattr(source, name)}
 
 
 def versions(model: ModelDescription | None = None) -> dict[str, str]:

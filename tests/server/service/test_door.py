@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from server.metrics import Metrics
 from server.service.describe import describe, serving_limits
 from server.service.unit import ModelUnit
@@ -31,7 +33,8 @@ def test_a_loaded_units_description_names_what_it_serves_and_how() -> None:
     assert (description.engine, description.precision) == ("torch", "fp32")
     assert description.weights == "random"
     assert description.max_queue_size == settings.max_queue_size
-    assert dataclasses.is_dataclass(description)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        description.precision = "int8"  # type: ignore[misc]
 
 
 def test_the_limits_follow_the_settings() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
@@ -15,7 +15,14 @@ from batcher import DropReason
 from server.config import Settings
 from server.web.app import create_app
 from server.web.errors import ErrorCode
-from tests.conftest import RunningServer, app_with_test_engine, make_settings, photo, start_server
+from tests.conftest import (
+    RunningServer,
+    app_with_test_engine,
+    make_settings,
+    photo,
+    start_server,
+    wait_until,
+)
 from tests.engine import EngineKeeper, MeanPixelEngine
 from tests.server.web.test_routes import _post, assert_error
 
@@ -54,13 +61,6 @@ def engine(controlled) -> MeanPixelEngine:
     return controlled[1]
 
 
-def _wait_until(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.01)
-
-
 def _background_post(
     pool: ThreadPoolExecutor, server: RunningServer, **kwargs
 ) -> Future[httpx.Response]:
@@ -82,7 +82,7 @@ def test_past_the_queue_bound_requests_get_overloaded_at_once(server, engine) ->
     with ThreadPoolExecutor(4) as pool, server.client() as client:
         busy = _occupy_worker(pool, server, engine)
         queued = [_background_post(pool, server) for _ in range(2)]
-        _wait_until(lambda: server.service.batcher.statistics().queue_depth == 2)
+        wait_until(lambda: server.service.batcher.statistics().queue_depth == 2)
         refused = _post(client, photo("cat.jpg"))
         assert_error(refused, ErrorCode.OVERLOADED)
         assert refused.headers["retry-after"] == "1"
@@ -145,7 +145,7 @@ def test_a_client_that_leaves_while_queued_costs_no_compute(server, engine) -> N
         leaving = _background_post(pool, server, timeout=0.5)
         with pytest.raises(httpx.ReadTimeout):
             leaving.result(timeout=30)
-        _wait_until(lambda: server.service.batcher.statistics().queue_depth == 0)
+        wait_until(lambda: server.service.batcher.statistics().queue_depth == 0)
         engine.gate.set()
         assert busy.result().status_code == 200
     assert engine.batch_sizes == [1]
@@ -164,7 +164,7 @@ def test_a_client_that_leaves_during_its_forward_pass_is_499_not_an_error(server
         assert engine.started.acquire(timeout=30)
         with pytest.raises(httpx.ReadTimeout):
             leaving.result(timeout=30)
-        _wait_until(lambda: _answered(server, "499") == closed_before + 1)
+        wait_until(lambda: _answered(server, "499") == closed_before + 1)
         engine.gate.set()
     assert _disconnects(server, "inference") == left_before + 1
     assert server.metric("batchserve_errors_total", code="internal_error") == errors_before
@@ -199,7 +199,7 @@ def _four_in_one_batch(server: RunningServer, gated: MeanPixelEngine) -> list[ht
     with ThreadPoolExecutor(5) as pool:
         busy = _occupy_worker(pool, server, gated)
         futures = [_background_post(pool, server) for _ in range(4)]
-        _wait_until(lambda: server.service.batcher.statistics().queue_depth == 4)
+        wait_until(lambda: server.service.batcher.statistics().queue_depth == 4)
         gated.gate.set()
         assert busy.result(timeout=60).status_code == 200
         return [future.result(timeout=60) for future in futures]
@@ -281,7 +281,7 @@ def test_a_failed_warm_up_leaves_ready_503_with_its_reason(monkeypatch) -> None:
     monkeypatch.setattr(MeanPixelEngine, "warm_up", broken_warm_up)
     running = start_server(app_with_test_engine(make_settings()), wait_ready=False)
     try:
-        _wait_until(lambda: running.service.failure is not None)
+        wait_until(lambda: running.service.failure is not None)
         with running.client() as client:
             body = assert_error(client.get("/ready"), ErrorCode.NOT_READY)
             reason = "warm-up failed: RuntimeError: no kernel for this CPU (injected)"

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from server.web.errors import STATUS, ErrorCode
-from tests.conftest import PHOTOS, RunningServer, photo
+from tests.conftest import PHOTOS, RunningServer, photo, wait_until
 from tests.engine import MeanPixelEngine
 
 
@@ -80,13 +80,26 @@ def test_a_sane_client_request_id_is_kept_and_a_bad_one_replaced(api) -> None:
     assert len(replaced.headers["x-request-id"]) == 32
 
 
-def test_concurrent_requests_are_batched_and_match_the_image_sent_alone(api) -> None:
+def test_concurrent_requests_are_batched_and_match_the_image_sent_alone(
+    api, resnet_server, resnet_engines
+) -> None:
     names = ["cat.jpg", "coffee.webp", "astronaut.jpg", "camera_gray.png"] * 3
     alone = {name: _post(api, photo(name), params={"top_k": 20}).json() for name in set(names)}
-    with ThreadPoolExecutor(len(names)) as pool:
-        together = list(
-            pool.map(lambda n: _post(api, photo(n), params={"top_k": 20}).json(), names)
-        )
+    engine = resnet_engines.built["resnet50"]
+    engine.gate.clear()  # the first batch is held, so the others queue up behind it
+    try:
+        with ThreadPoolExecutor(len(names)) as pool:
+            answers = [
+                pool.submit(lambda n: _post(api, photo(n), params={"top_k": 20}).json(), name)
+                for name in names
+            ]
+            wait_until(
+                lambda: (resnet_server.series("batchserve_queue_depth", model="resnet50") or 0) >= 2
+            )
+            engine.gate.set()
+            together = [answer.result() for answer in answers]
+    finally:
+        engine.gate.set()
     assert max(body["batch_size"] for body in together) > 1
     for name, body in zip(names, together, strict=True):
         expected = {p["index"]: p["probability"] for p in alone[name]["predictions"]}
