@@ -41,13 +41,15 @@ typecheck: $(STAMP)
 tools:
 	./scripts/ensure-tools.sh
 
+# The suite runs on every core (pytest-xdist); TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= auto
 test: lint typecheck tools
-	$(BIN)/pytest --cov --cov-report=term --durations=20
+	$(BIN)/pytest -n $(TEST_WORKERS) --cov --cov-report=term --durations=20
 
 # The day-to-day loop: everything but the tests marked slow (a real model, a server process,
 # a benchmark); CI runs `make test`, which runs them all.
 test-fast: lint typecheck
-	$(BIN)/pytest -m "not slow" -q
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow" -q
 
 # Locust, headless, against a running server: make loadtest URL=http://host:8000 USERS=8 DURATION=60s
 URL ?= http://127.0.0.1:8000

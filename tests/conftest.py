@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -70,6 +72,12 @@ def photo(name: str) -> bytes:
     return (DATA / name).read_bytes()
 
 
+#: The run's own model cache (not the developer's ~/.cache): a model the suite converted or
+#: quantized once is read from here after; tests of the cache itself pass their own.
+SUITE_CACHE = Path(tempfile.mkdtemp(prefix="batchserve-tests-cache-"))
+atexit.register(shutil.rmtree, SUITE_CACHE, True)
+
+
 def make_settings(**overrides: Any) -> Settings:
     """Settings for tests: random weights, small batches, no .env from the developer's tree."""
     values: dict[str, Any] = {
@@ -85,6 +93,7 @@ def make_settings(**overrides: Any) -> Settings:
         # (seconds). The shared API server runs the default engine (``resnet_server``);
         # tests/server/engines cover OpenVINO and int8 themselves.
         "engine": "torch",
+        "cache_dir": SUITE_CACHE,
     }
     return Settings(_env_file=None, **{**values, **overrides})  # type: ignore[call-arg]
 
@@ -228,8 +237,8 @@ def api(resnet_server: RunningServer) -> Iterator[httpx.Client]:
 COVERAGE_VARIABLE = "COVERAGE_PROCESS_CONFIG"
 
 
-def benchmark_environment(tmp_path: Path) -> dict[str, str]:
-    """The environment a benchmark runs in: no BATCHSERVE_ setting, a fresh cache, no coverage.
+def benchmark_environment() -> dict[str, str]:
+    """The environment a benchmark runs in: no BATCHSERVE_ setting, the run's cache, no coverage.
 
     A benchmark program is not what coverage measures (the server code it runs
     is covered by the tests that run it in process), and the tracer would double
@@ -237,14 +246,14 @@ def benchmark_environment(tmp_path: Path) -> dict[str, str]:
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSERVE_")}
     env.pop(COVERAGE_VARIABLE, None)
-    env["BATCHSERVE_CACHE_DIR"] = str(tmp_path / "cache")
+    env["BATCHSERVE_CACHE_DIR"] = str(SUITE_CACHE)
     return env
 
 
 def run_benchmark(module: str, args: list[str], tmp_path: Path) -> str:
     """Run ``python -m module args --out ...`` as `make bench` does; its report's text."""
     out = tmp_path / "report.md"
-    env = benchmark_environment(tmp_path)
+    env = benchmark_environment()
     result = subprocess.run(
         [sys.executable, "-m", module, *args, "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=900, cwd=Path(__file__).parents[1],

@@ -23,7 +23,7 @@ import torch
 from server.config import Settings
 from server.engines import calibration, int8
 from server.engines.contract import MAX_TOP_K, BuiltEngine, Row, rows_from_logits
-from server.engines.int8_cache import Int8Cache, cache_key
+from server.engines.model_cache import ModelCache, cache_key
 from server.models.plan import RuntimePlan
 from server.models.torchvision_models import LoadedModel, ModelLoadError
 
@@ -129,22 +129,50 @@ class OpenVinoEngine:
 
 
 def build(model: LoadedModel, plan: RuntimePlan, settings: Settings) -> BuiltEngine:
-    """Convert, quantize when the plan says int8, compile: an engine ready to warm up."""
-    fp32 = convert(model)
+    """Converted (or read from the cache), quantized for int8, compiled: ready to warm up."""
     if plan.precision != "int8":
+        fp32 = converted(model, settings.cache_dir)
         compiled = compile_for_cpu(fp32, plan.precision, plan.workers, plan.threads_per_worker)
         return BuiltEngine(OpenVinoEngine(model, compiled, plan.precision))
-    quantized, report, entry = int8_model(model, fp32, plan, settings)
+    quantized, report, entry = int8_model(model, plan, settings)
     compiled = compile_for_cpu(quantized, "int8", plan.workers, plan.threads_per_worker)
     return BuiltEngine(OpenVinoEngine(model, compiled, "int8"), report.as_dict(), entry)
 
 
+def converted(model: LoadedModel, cache_dir: Path) -> ov.Model:
+    """:func:`convert`'s model, read from the cache when an earlier start converted it.
+
+    An ONNX file is read as it is: there is nothing to convert.
+    """
+    if model.source == "onnx":
+        return convert(model)
+    parts = {
+        "model": model.name,
+        "weights": model.identity,
+        "source": model.source,
+        "input": str(model.preprocessing.crop_size),
+        "openvino": str(ov.__version__),
+        "torch": torch.__version__,
+    }
+    cache, key = ModelCache(cache_dir, "openvino"), cache_key(parts)
+    if (cached := cache.load(key)) is not None:
+        logger.info("OpenVINO model from the cache: %s", cache.entry(key))
+        return cached[0]
+    started = time.perf_counter()
+    fp32 = convert(model)
+    logger.info("converted %s to OpenVINO in %.1fs", model.name, time.perf_counter() - started)
+    if (entry := cache.store(key, fp32, parts)) is not None:
+        logger.info("OpenVINO model cached in %s", entry)
+    return fp32
+
+
 def int8_model(
-    model: LoadedModel, fp32: ov.Model, plan: RuntimePlan, settings: Settings
+    model: LoadedModel, plan: RuntimePlan, settings: Settings
 ) -> tuple[ov.Model, int8.FidelityReport, Path | None]:
     """The quantized model, from the cache or quantized now (and cached), checked for fidelity.
 
-    Also returns its cache entry (None when the cache cannot be written).
+    Also returns its cache entry (None when the cache cannot be written). A cache
+    hit needs no fp32 model, so nothing is converted.
     """
     _, fingerprint = calibration.identify(settings.calibration_dir)
     parts = {
@@ -155,16 +183,19 @@ def int8_model(
         "calibration": fingerprint,
         "openvino": str(ov.__version__),
     }
-    cache, key = Int8Cache(settings.cache_dir), cache_key(parts)
-    cached = cache.load(key, int8.nncf_version())
+    cache, key = ModelCache(settings.cache_dir, "int8"), cache_key(parts)
+    nncf = int8.nncf_version()
+    cached = cache.load(key, {"nncf": nncf} if nncf else None)
     entry: Path | None = cache.entry(key)
     if cached is not None:
         logger.info("int8 model from the cache: %s", entry)
-        quantized, report = cached
+        quantized, report = cached[0], int8.FidelityReport(**cached[1]["fidelity"])
     else:
+        fp32 = converted(model, settings.cache_dir)
         quantized, report = _quantize_and_measure(model, fp32, plan, settings)
-        made_by = {**parts, "nncf": int8.nncf_version() or "unknown"}
-        if (entry := cache.store(key, quantized, report, made_by)) is not None:
+        made_by = {**parts, "nncf": nncf or "unknown"}
+        entry = cache.store(key, quantized, made_by, fidelity=report.as_dict())
+        if entry is not None:
             logger.info("int8 model cached in %s", entry)
     int8.check(report, settings.int8_min_agreement, model.random_weights)
     return quantized, report, entry

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_the_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "benchmarks.md"
-    env = benchmark_environment(tmp_path)
+    env = benchmark_environment()
     env |= {
         "BATCHSERVE_MODEL": "mobilenet_v3_small",
         "BATCHSERVE_WEIGHTS": "random",

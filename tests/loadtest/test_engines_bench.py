@@ -50,22 +50,22 @@ def test_the_naive_baseline_answers_like_batchserve() -> None:
 INT8_DOT_PRODUCTS = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_features()[1]))
 
 
-def _measured_fidelity(tmp_path: Path) -> list[FidelityReport]:
+def _measured_fidelity() -> list[FidelityReport]:
     """``int8_fidelity.measure()`` in a process of its own, outside coverage's tracer."""
     code = (
         "import dataclasses, json\nfrom loadtest import int8_fidelity\n"
         "print(json.dumps([dataclasses.asdict(r) for r in int8_fidelity.measure()]))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], env=benchmark_environment(tmp_path), capture_output=True,
+        [sys.executable, "-c", code], env=benchmark_environment(), capture_output=True,
         text=True, timeout=900, cwd=Path(__file__).parents[2],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return [FidelityReport(**report) for report in json.loads(result.stdout.splitlines()[-1])]
 
 
-def test_int8_fidelity_on_the_real_classifier_holds_out_every_photo_once(tmp_path: Path) -> None:
-    reports = _measured_fidelity(tmp_path)
+def test_int8_fidelity_on_the_real_classifier_holds_out_every_photo_once() -> None:
+    reports = _measured_fidelity()
     assert [r.photos for r in reports] == [3, 2, 2]
     assert all(r.max_probability_difference < 0.5 for r in reports)
     # With VNNI the split the server itself uses (every third photo from the first) passes the

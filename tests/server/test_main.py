@@ -27,7 +27,7 @@ from loadtest.process import free_port
 from server.cli.main import build_parser, with_default_command
 from server.config import Settings, SettingsError, load_settings
 from server.web.app import create_app
-from tests.conftest import make_settings, photo, start_server, wait_process_ready
+from tests.conftest import SUITE_CACHE, make_settings, photo, start_server, wait_process_ready
 
 #: A real model or a server process: make test-fast skips these.
 pytestmark = pytest.mark.slow
@@ -39,6 +39,7 @@ def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSERVE_")}
     env.update({f"BATCHSERVE_{k.upper()}": v for k, v in settings.items()})
     env["TORCH_HOME"] = str(tmp_path / "torch-home")
+    env.setdefault("BATCHSERVE_CACHE_DIR", str(SUITE_CACHE))
     env.setdefault("BATCHSERVE_PRECISION", "fp32")
     env.setdefault("BATCHSERVE_COMPILE", "off")
     return env

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.models import get_model
 
-from server.engines import TorchEngine, build_engine, int8
+from server.engines import TorchEngine, build_engine, int8, openvino_engine
 from server.engines.errors import Int8FidelityError
 from server.engines.openvino_engine import OpenVinoEngine
 from server.models.plan import resolve_plan
@@ -33,6 +33,29 @@ def test_the_plan_chooses_the_engine(tmp_path: Path) -> None:
     assert (built.engine.precision, built.fidelity) == ("fp32", None)
 
 
+def _forbid_converting(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_converting(*args: object) -> None:
+        raise AssertionError("a cache hit must not convert")
+
+    monkeypatch.setattr(openvino_engine, "convert", no_converting)
+
+
+def test_the_converted_model_is_cached_and_a_restart_answers_the_same(
+    tmp_path: Path, monkeypatch
+) -> None:
+    batch = [torch.rand(3, 224, 224) for _ in range(2)]
+    first = _build(tmp_path, engine="openvino", precision="bf16")
+    assert len(list((tmp_path / "cache" / "openvino").glob("*/model.xml"))) == 1
+    _forbid_converting(monkeypatch)
+    again = _build(tmp_path, engine="openvino", precision="bf16")
+    assert torch.equal(first.engine.logits(batch), again.engine.logits(batch))
+    # Other weights are another model: they miss the cache (and must convert).
+    path = tmp_path / "other.pth"
+    torch.save(get_model("mobilenet_v2", weights=None).state_dict(), path)
+    with pytest.raises(AssertionError, match="must not convert"):
+        _build(tmp_path, engine="openvino", weights=str(path))
+
+
 def test_int8_is_quantized_once_then_served_from_the_cache(tmp_path: Path, monkeypatch) -> None:
     first = _build(tmp_path, precision="int8")
     assert first.engine.precision == "int8"
@@ -44,6 +67,7 @@ def test_int8_is_quantized_once_then_served_from_the_cache(tmp_path: Path, monke
         raise AssertionError("a cache hit must not quantize")
 
     monkeypatch.setattr(int8, "quantize", no_quantizing)
+    _forbid_converting(monkeypatch)
     second = _build(tmp_path, precision="int8")
     assert (second.fidelity, second.cache_entry) == (first.fidelity, first.cache_entry)
 

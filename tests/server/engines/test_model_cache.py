@@ -1,4 +1,4 @@
-"""The int8 cache: hits found, stale, damaged or unwritable entries never trusted."""
+"""The OpenVINO model cache: hits found, stale, damaged or unwritable entries never trusted."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import openvino as ov
 import pytest
 
 from server.engines.int8 import FidelityReport
-from server.engines.int8_cache import Int8Cache, cache_key
+from server.engines.model_cache import ModelCache, cache_key
 
 #: A real model or a server process: make test-fast skips these.
 pytestmark = pytest.mark.slow
 
 REPORT = FidelityReport(3, 1.0, 0.9, 0.05)
 PARTS = {"model": "m", "weights": "sha256:abc", "calibration": "f00", "openvino": "x"}
+NNCF = {"nncf": "3.4.0"}
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +26,16 @@ def model() -> ov.Model:
 
 
 def test_a_stored_entry_is_found_with_its_report(tmp_path: Path, model) -> None:
-    cache, key = Int8Cache(tmp_path), cache_key(PARTS)
-    assert cache.load(key, "3.4.0") is None
-    entry = cache.store(key, model, REPORT, {**PARTS, "nncf": "3.4.0"})
-    assert entry == cache.entry(key)
-    loaded = cache.load(key, "3.4.0")
+    cache, key = ModelCache(tmp_path, "int8"), cache_key(PARTS)
+    assert cache.load(key, NNCF) is None
+    entry = cache.store(key, model, {**PARTS, **NNCF}, fidelity=REPORT.as_dict())
+    assert entry == cache.entry(key) == tmp_path / "int8" / key[:32]
+    loaded = cache.load(key, NNCF)
     assert loaded is not None
-    assert loaded[1] == REPORT
+    assert FidelityReport(**loaded[1]["fidelity"]) == REPORT
+    assert loaded[1]["depends_on"] == {**PARTS, **NNCF}
     assert loaded[0].get_friendly_name() == "tiny"
-    assert cache.load(key, None) is not None  # a server without NNCF takes any entry
+    assert cache.load(key) is not None  # a server without NNCF takes any entry
 
 
 def test_anything_the_model_depends_on_changes_the_key() -> None:
@@ -46,8 +48,8 @@ def test_anything_the_model_depends_on_changes_the_key() -> None:
 def test_a_damaged_or_stale_entry_is_deleted_never_trusted(
     tmp_path: Path, model, damage: str, caplog
 ) -> None:
-    cache, key = Int8Cache(tmp_path), cache_key(PARTS)
-    entry = cache.store(key, model, REPORT, {**PARTS, "nncf": "3.4.0"})
+    cache, key = ModelCache(tmp_path, "int8"), cache_key(PARTS)
+    entry = cache.store(key, model, {**PARTS, **NNCF})
     assert entry is not None
     if damage == "bin":
         (entry / "model.bin").write_bytes(b"\0" * 8)
@@ -56,7 +58,7 @@ def test_a_damaged_or_stale_entry_is_deleted_never_trusted(
     elif damage == "key":
         (entry / "meta.json").write_text((entry / "meta.json").read_text().replace(key, "0" * 64))
     with caplog.at_level(logging.WARNING):
-        assert cache.load(key, "3.5.0" if damage == "nncf" else "3.4.0") is None
+        assert cache.load(key, {"nncf": "3.5.0"} if damage == "nncf" else NNCF) is None
     assert "stale or damaged" in caplog.text
     assert not entry.exists()
 
@@ -65,5 +67,5 @@ def test_a_cache_that_cannot_be_written_is_a_warning(tmp_path: Path, model, capl
     blocked = tmp_path / "file"
     blocked.write_text("a file where the cache folder should be")
     with caplog.at_level(logging.WARNING):
-        assert Int8Cache(blocked).store(cache_key(PARTS), model, REPORT, PARTS) is None
+        assert ModelCache(blocked, "openvino").store(cache_key(PARTS), model, PARTS) is None
     assert "continuing without it" in caplog.text
