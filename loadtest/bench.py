@@ -93,7 +93,7 @@ def _model_alone(settings: Settings, image: bytes, seconds: float) -> ModelAlone
         reference = TorchEngine(engine.model, resolve_plan(settings).device, "fp32")
         points += [model_bench.forward_throughput(reference, size, seconds) for size in sizes]
     decode = model_bench.decode_ms(engine.model, image, settings.max_image_pixels)
-    threads = settings.resolved_preprocess_threads()
+    threads = resolve_plan(settings).decode_threads
     pipeline = model_bench.pipeline_throughput(
         engine, image, settings.max_batch_size, threads, 2 * seconds
     )

@@ -38,7 +38,7 @@ PER_MODEL_KEYS: Final = (
     "model", "weights", "labels", "resize_size", "crop_size", "mean", "std", "interpolation",
     "output", "device", "engine", "precision", "compile", "calibration_dir",
     "int8_min_agreement", "max_batch_size", "max_batch_wait_ms", "max_queue_size", "workers",
-    "threads_per_worker",
+    "threads_per_worker", "weight",
 )  # fmt: skip
 
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
@@ -112,11 +112,13 @@ class Settings(BaseSettings):
     max_batch_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 5.0
     """Longest wait for a batch to fill, from its first item."""
     max_queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 128
+    weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    """The model's share of compute while several models are busy (relative to the others')."""
     """Images waiting before new requests get 503 overloaded."""
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
     """Concurrent inference workers (auto: 1 on CPU, 2 on CUDA)."""
     threads_per_worker: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
-    """Torch threads per inference worker (auto: cores / workers on CPU)."""
+    """Compute threads per inference worker (auto: usable cores / workers on CPU)."""
     request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     """A request's deadline, from arrival; queued past it, it is not computed."""
     max_upload_mb: Annotated[float, Field(gt=0, le=1024)] = 10.0
@@ -128,7 +130,7 @@ class Settings(BaseSettings):
     max_image_pixels: Annotated[int, Field(ge=1, le=MAX_IMAGE_PIXELS_CEILING)] = 50_000_000
     """Most pixels an image may declare (decompression bombs); 422 above."""
     preprocess_threads: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
-    """Image-decoding threads (auto: one per core)."""
+    """Image-decoding threads (auto: one per usable core: affinity mask and cgroup quota)."""
     body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     """The whole upload must arrive within this many seconds (408 otherwise)."""
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 20.0
@@ -285,12 +287,6 @@ class Settings(BaseSettings):
     def max_batch_wait_s(self) -> float:
         """The batching window in seconds."""
         return self.max_batch_wait_ms / 1000.0
-
-    def resolved_preprocess_threads(self) -> int:
-        """Decode threads: one per core unless set."""
-        if self.preprocess_threads == "auto":
-            return os.cpu_count() or 1
-        return self.preprocess_threads
 
 
 #: What each model file extension holds; any other path is refused at startup.

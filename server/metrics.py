@@ -98,6 +98,12 @@ class Metrics:
         )
         # Also a label of batchserve_model_info; as a value it can divide busy time.
         self.workers = gauge("batchserve_workers", "Inference workers configured")
+        self.compute_seconds = Counter(
+            "batchserve_compute_seconds",
+            "Forward-pass time charged to the model: seconds x the share of the cores held",
+            ["model"],
+            registry=r,
+        )
         histogram = functools.partial(Histogram, labelnames=["model"], registry=r)
         self.queue_wait = histogram(
             "batchserve_queue_wait_seconds",
@@ -178,6 +184,7 @@ class ModelMetrics:
         self._batch_size = metrics.batch_size.labels(model=model)
         self._inference_duration = metrics.inference_duration.labels(model=model)
         self._queue_wait = metrics.queue_wait.labels(model=model)
+        self._compute_seconds = metrics.compute_seconds.labels(model=model)
         for reason in DropReason:
             metrics.dropped.labels(model=model, reason=reason.value)
 
@@ -188,6 +195,10 @@ class ModelMetrics:
         m.queue_capacity.labels(model=name).set_function(lambda: statistics().max_queue_size)
         m.workers_busy.labels(model=name).set_function(lambda: statistics().busy_workers)
         m.workers.labels(model=name).set_function(lambda: statistics().workers)
+
+    def count_compute(self, seconds: float) -> None:
+        """One forward pass's compute (the compute gate's charge), in machine-seconds."""
+        self._compute_seconds.inc(seconds)
 
     def on_batch(self, record: BatchRecord) -> None:
         """Batcher observer hook: one call per batch."""

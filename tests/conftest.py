@@ -72,6 +72,17 @@ def photo(name: str) -> bytes:
     return (DATA / name).read_bytes()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with slow tests first, each module kept whole (its fixtures are built once).
+
+    With the suite spread over the cores (pytest-xdist), the long tests then
+    start early and the quick ones fill the end, instead of one worker running
+    a benchmark alone while the others have finished.
+    """
+    slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module not in slow_modules)
+
+
 #: The run's own model cache (not the developer's ~/.cache): a model the suite converted or
 #: quantized once is read from here after; tests of the cache itself pass their own.
 SUITE_CACHE = Path(tempfile.mkdtemp(prefix="batchserve-tests-cache-"))

@@ -67,17 +67,30 @@ class BuiltEngine:
 
 
 def rows_from_logits(
-    logits: torch.Tensor, batch_size: int, top_k: int, elapsed_s: float, *, softmax: bool = True
-) -> list[Row]:
-    """Softmax and top-k of a ``batch x classes`` tensor, copied to the host once per batch.
+    logits: npt.NDArray[np.float32], batch_size: int, top_k: int, elapsed_s: float,
+    *, softmax: bool = True,
+) -> list[Row]:  # fmt: skip
+    """Softmax and top-k of a ``batch x classes`` host array, in NumPy.
 
+    NumPy, not torch: on the OpenVINO path a torch call would enter torch's
+    OpenMP team while OpenVINO's threads and the decode pool hold the cores.
     ``softmax=False`` for a model whose output already is probabilities.
     """
-    probabilities = logits.float().softmax(dim=1) if softmax else logits.float()
-    values, indices = probabilities.topk(top_k, dim=1)
-    pairs = torch.stack([indices.to(torch.float64), values.to(torch.float64)], dim=2)
-    host, every = pairs.cpu().tolist(), probabilities.cpu().numpy()
+    scores = np.asarray(logits, dtype=np.float32)
+    probabilities = _softmax(scores) if softmax else scores
+    # The k largest in any order, then those k sorted (ties keep the lower index first).
+    top = np.argpartition(-probabilities, top_k - 1, axis=1)[:, :top_k]
+    values = np.take_along_axis(probabilities, top, axis=1)
+    order = np.lexsort((top, -values), axis=1)
+    top, values = np.take_along_axis(top, order, 1), np.take_along_axis(values, order, 1)
     return [
-        Row(tuple((int(i), p) for i, p in row), batch_size, elapsed_s, every[n])
-        for n, row in enumerate(host)
-    ]
+        Row(tuple(zip(top[n].tolist(), values[n].astype(np.float64).tolist(), strict=True)),
+            batch_size, elapsed_s, probabilities[n])
+        for n in range(scores.shape[0])
+    ]  # fmt: skip
+
+
+def _softmax(scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probabilities: npt.NDArray[np.float32] = shifted / shifted.sum(axis=1, keepdims=True)
+    return probabilities

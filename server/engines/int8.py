@@ -13,6 +13,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy.typing as npt
 import openvino as ov
 import torch
 
@@ -66,9 +67,10 @@ def quantize(model: ov.Model, calibration: CalibrationSet) -> ov.Model:
     return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
 
 
-def compare(fp32_logits: torch.Tensor, int8_logits: torch.Tensor) -> FidelityReport:
+def compare(fp32_logits: npt.ArrayLike, int8_logits: npt.ArrayLike) -> FidelityReport:
     """Agreement of two models' answers on the same photos (``photos x classes`` logits)."""
-    fp32, int8 = fp32_logits.float().softmax(dim=1), int8_logits.float().softmax(dim=1)
+    fp32 = torch.as_tensor(fp32_logits).float().softmax(dim=1)
+    int8 = torch.as_tensor(int8_logits).float().softmax(dim=1)
     k = min(5, fp32.shape[1])
     top_fp32, top_int8 = fp32.topk(k, dim=1).indices, int8.topk(k, dim=1).indices
     agreement = (top_fp32[:, 0] == top_int8[:, 0]).float().mean().item()

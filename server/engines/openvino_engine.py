@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import openvino as ov
 import torch
 
@@ -107,11 +108,15 @@ class OpenVinoEngine:
             request = self._local.request = self._compiled.create_infer_request()
         return request
 
-    def logits(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The model's raw output for a batch (``batch x classes``, float32)."""
-        inputs = torch.stack(list(batch)).numpy()
+    def logits(self, batch: Sequence[torch.Tensor]) -> npt.NDArray[np.float32]:
+        """The model's raw output for a batch (``batch x classes``, float32).
+
+        Stacked and copied out in NumPy: no torch call, so torch's OpenMP team
+        never wakes up beside OpenVINO's threads.
+        """
+        inputs = np.stack([item.numpy() for item in batch])
         output = self._request().infer({0: inputs})[0]
-        return torch.from_numpy(np.array(output, dtype=np.float32, copy=True))
+        return np.array(output, dtype=np.float32, copy=True)
 
     def run(self, batch: Sequence[torch.Tensor]) -> list[Row]:
         """Classify a batch of preprocessed ``3 x H x W`` tensors; one row per item, in order."""

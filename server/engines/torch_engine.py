@@ -123,8 +123,8 @@ class TorchEngine:
         """Classify a batch of preprocessed ``3 x H x W`` tensors; one row per item, in order."""
         started = time.perf_counter()
         with torch.inference_mode(), self._stream():
-            logits = self._module(self._assemble(batch))[: len(batch)]
-            rows = rows_from_logits(logits, len(batch), self._top_k, 0.0, softmax=self._softmax)
+            logits = self._module(self._assemble(batch))[: len(batch)].float().cpu().numpy()
+        rows = rows_from_logits(logits, len(batch), self._top_k, 0.0, softmax=self._softmax)
         elapsed = time.perf_counter() - started
         return [dataclasses.replace(row, inference_s=elapsed) for row in rows]
 

@@ -19,6 +19,7 @@ from typing import Final
 import torch
 
 from server.config import Settings, model_source
+from server.models.cores import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -123,16 +124,38 @@ def resolve_workers(setting: int | str, device: torch.device) -> int:
     return int(setting)
 
 
-def resolve_threads(device: torch.device, workers: int, setting: int | str = "auto") -> int:
-    """Compute threads per worker: ``auto`` splits the cores between CPU workers.
+def resolve_threads(
+    device: torch.device, workers: int, setting: int | str = "auto", cores: int | None = None
+) -> int:
+    """Compute threads per worker: ``auto`` splits the usable cores between CPU workers.
 
     On CUDA the host side only launches kernels, so one thread per worker is enough.
     """
     if setting != "auto":
         return int(setting)
     if device.type == "cpu":
-        return max(1, (os.cpu_count() or 1) // workers)
+        return max(1, (cores or usable_cores()) // workers)
     return 1
+
+
+def resolve_decode_threads(setting: int | str, cores: int) -> int:
+    """Image-decoding threads: ``auto`` is one per usable core.
+
+    Decoding and the forward pass take turns on the cores (the decode threads
+    wait for uploads and are niced below the event loop), so the two pools
+    together are sized to the cores, not each to half of them.
+    """
+    return cores if setting == "auto" else int(setting)
+
+
+def resolve_torch_threads(engine: str, threads_per_worker: int) -> int:
+    """torch's OpenMP team in each inference thread: the worker's threads on the torch engine.
+
+    On OpenVINO nothing in the forward pass calls torch (NumPy stacks the batch
+    and ranks the answers), and OpenVINO has its own threads: a torch team of
+    one there keeps an accidental torch call from waking a second team.
+    """
+    return threads_per_worker if engine == "torch" else 1
 
 
 def openvino_version() -> str | None:
@@ -197,6 +220,12 @@ class RuntimePlan:
     max_batch_wait_ms: float
     cpu: str
     cpu_flags: tuple[str, ...]
+    #: The cores this process may use (affinity mask and cgroup quota), which the pools share.
+    cores: int
+    #: Image-decoding threads (shared by every model of the process).
+    decode_threads: int
+    #: torch's OpenMP threads in each inference thread.
+    torch_threads: int
 
     @property
     def batch_buckets(self) -> tuple[int, ...]:
@@ -208,9 +237,10 @@ class RuntimePlan:
         compiled = ", compiled" if self.compiled else ""
         return (
             f"{self.engine} on {self.device} ({self.cpu}; {' '.join(self.cpu_flags) or 'no'} "
-            f"vector extensions), {self.precision}{compiled}, {self.workers} worker(s) x "
-            f"{self.threads_per_worker} thread(s), batches of up to {self.max_batch_size} "
-            f"within {self.max_batch_wait_ms:g} ms"
+            f"vector extensions; {self.cores} usable core(s)), {self.precision}{compiled}, "
+            f"{self.workers} worker(s) x {self.threads_per_worker} thread(s) (torch: "
+            f"{self.torch_threads}), {self.decode_threads} decode thread(s), batches of up to "
+            f"{self.max_batch_size} within {self.max_batch_wait_ms:g} ms"
         )
 
 
@@ -223,17 +253,22 @@ def resolve_plan(settings: Settings) -> RuntimePlan:
     compiled = resolve_compile(settings.compile, device, precision, engine, source)
     workers = resolve_workers(settings.workers, device)
     cpu, flags = cpu_features()
+    cores = usable_cores()
+    threads = resolve_threads(device, workers, settings.threads_per_worker, cores)
     return RuntimePlan(
         engine=engine,
         device=device,
         precision=precision,
         compiled=compiled,
         workers=workers,
-        threads_per_worker=resolve_threads(device, workers, settings.threads_per_worker),
+        threads_per_worker=threads,
         max_batch_size=settings.max_batch_size,
         max_batch_wait_ms=settings.max_batch_wait_ms,
         cpu=cpu,
         cpu_flags=flags,
+        cores=cores,
+        decode_threads=resolve_decode_threads(settings.preprocess_threads, cores),
+        torch_threads=resolve_torch_threads(engine, threads),
     )
 
 

@@ -3,16 +3,21 @@
 Several models each have their own workers, but they share the cores. The gate
 admits a forward pass only while the compute threads of the passes running
 (each counts its worker's threads) fit in the process's budget, one thread per
-core by default: the process never runs more compute threads than cores, and a
-busy model cannot starve the others of more than their turn.
+usable core (the runtime plan's ``cores``): the process never runs more compute
+threads than cores. Between models it takes turns by compute time used, in
+proportion to each model's weight (:class:`ComputeGate`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Final
 
 import torch
@@ -47,29 +52,82 @@ def init_compute_thread(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-class ComputeGate:
-    """A counting gate over compute threads, shared by every model of the process."""
+@dataclass(slots=True)
+class Held:
+    """One pass's hold on the gate; once it ends, the compute it was charged."""
 
-    def __init__(self, budget: int | None = None) -> None:
-        self.budget = max(1, budget or os.cpu_count() or 1)
+    model: str
+    threads: int
+    order: int
+    #: Wall seconds x the budget's share held: a pass holding every core for 1 s is 1.
+    compute_s: float = 0.0
+
+
+class ComputeGate:
+    """A counting gate over compute threads, shared by every model of the process.
+
+    When passes of several models wait, the next one is the model's that has
+    used the least compute per unit of weight (its ``used`` seconds / weight),
+    so busy models share the machine in proportion to their weights, measured
+    in seconds of compute, not in batches: a model whose batches take a quarter
+    of the time runs four of them to the other's one. A model that was idle
+    resumes at the busiest waiting or running model's level, never with credit
+    saved up; a model alone waits only for threads.
+    """
+
+    def __init__(self, budget: int, clock: Callable[[], float] = time.perf_counter) -> None:
+        """``budget``: the compute threads the process may run at once (its usable cores)."""
+        self.budget = max(1, budget)
+        self._clock = clock
         self._free = self.budget
         self._changed = threading.Condition()
+        self._used: dict[str, float] = {}
+        self._active: Counter[str] = Counter()
+        self._waiting: list[Held] = []
+        self._orders = itertools.count()
 
     @property
     def free(self) -> int:
         """Threads not held by a running forward pass."""
         return self._free
 
+    @property
+    def waiting(self) -> int:
+        """Passes waiting for their turn or their threads."""
+        return len(self._waiting)
+
+    def used(self, model: str) -> float:
+        """The model's compute seconds divided by its weight (what decides whose turn it is)."""
+        return self._used.get(model, 0.0)
+
     @contextlib.contextmanager
-    def hold(self, threads: int) -> Iterator[None]:
-        """Block until ``threads`` (at most the whole budget) are free; hold them meanwhile."""
-        need = min(max(1, threads), self.budget)
+    def hold(self, threads: int, model: str = "", weight: float = 1.0) -> Iterator[Held]:
+        """Block until it is ``model``'s turn and ``threads`` (at most the budget) are free."""
+        held = Held(model, min(max(1, threads), self.budget), next(self._orders))
         with self._changed:
-            self._changed.wait_for(lambda: self._free >= need)
-            self._free -= need
+            self._join(model)
+            self._waiting.append(held)
+            self._changed.wait_for(lambda: self._admits(held))
+            self._waiting.remove(held)
+            self._free -= held.threads
+        started = self._clock()
         try:
-            yield
+            yield held
         finally:
+            held.compute_s = (self._clock() - started) * held.threads / self.budget
             with self._changed:
-                self._free += need
+                self._free += held.threads
+                self._used[model] = self.used(model) + held.compute_s / weight
+                self._active[model] -= 1
                 self._changed.notify_all()
+
+    def _join(self, model: str) -> None:
+        """A model turning busy starts at the least-served busy model's level, not below."""
+        busy = [self.used(m) for m, n in self._active.items() if n > 0 and m != model]
+        if self._active[model] == 0 and busy:
+            self._used[model] = max(self.used(model), min(busy))
+        self._active[model] += 1
+
+    def _admits(self, held: Held) -> bool:
+        first = min(self._waiting, key=lambda w: (self.used(w.model), w.order))
+        return first is held and self._free >= held.threads

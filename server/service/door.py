@@ -42,8 +42,11 @@ class ModelDescription:
     compiled: bool
     cpu: str
     cpu_flags: tuple[str, ...]
+    cores: int
     workers: int
     threads_per_worker: int
+    torch_threads: int
+    decode_threads: int
     max_batch_size: int
     max_batch_wait_ms: float
     max_queue_size: int

@@ -49,7 +49,7 @@ def build_registry(
     A model not prepared yet is prepared by ``preparer`` when its unit starts.
     """
     default = default_model(settings, [model.spec.name for model in models])
-    gate = ComputeGate()
+    gate = ComputeGate(max(model.plan.cores for model in models))
     units = [
         ModelUnit(
             model.spec.name,
@@ -118,7 +118,7 @@ class ModelRegistry:
     async def start(self) -> None:
         """Start every model (loading those not prepared); each warms up in the background."""
         self._decode_pool = ThreadPoolExecutor(
-            self.settings.resolved_preprocess_threads(),
+            max(unit.plan.decode_threads for unit in self),
             thread_name_prefix="decode",
             initializer=lower_thread_priority,
         )

@@ -25,7 +25,7 @@ from server.models import preprocess
 from server.models.image_errors import ImageError
 from server.models.plan import RuntimePlan, resolve_plan
 from server.models.torchvision_models import LoadedModel
-from server.service.compute import ComputeGate, init_compute_thread
+from server.service.compute import ComputeGate, Held, init_compute_thread
 from server.service.describe import describe, serving_limits
 from server.service.door import (
     ModelDescription,
@@ -93,7 +93,7 @@ class ModelUnit:
         self.fidelity: dict[str, float] | None = None
         self._prepared = prepared
         self._preparer = preparer
-        self._gate = gate or ComputeGate()
+        self._gate = gate or ComputeGate(self.plan.cores)
         self._engine: Engine | None = None
         self._description: ModelDescription | None = None
         self._batcher: MicroBatcher[Job, Row] | None = None
@@ -111,7 +111,7 @@ class ModelUnit:
             self.plan.workers,
             thread_name_prefix=f"inference-{self.name}",
             initializer=init_compute_thread,
-            initargs=(self.plan.threads_per_worker,),
+            initargs=(self.plan.torch_threads,),
         )
 
     @property
@@ -326,9 +326,19 @@ class ModelUnit:
         )
 
     def _gated(self, work: Callable[[T], R], argument: T) -> R:
-        """Run ``work`` holding this worker's threads of the process's compute budget."""
-        with self._gate.hold(self.plan.threads_per_worker):
-            return work(argument)
+        """Run ``work`` holding this worker's threads of the process's compute budget.
+
+        It waits for this model's turn among the busy models (by compute used per
+        weight); what the pass used is counted, failed or not.
+        """
+        threads, weight = self.plan.threads_per_worker, self.settings.weight
+        held: Held | None = None
+        try:
+            with self._gate.hold(threads, self.name, weight) as held:
+                return work(argument)
+        finally:
+            if held is not None:
+                self.metrics.count_compute(held.compute_s)
 
     def _release_cached_memory(self) -> None:
         if self.plan.device.type == "cuda":

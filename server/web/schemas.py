@@ -120,8 +120,11 @@ class PlanInfo(BaseModel):
     engine_version: str
     cpu: str = Field(description="The CPU's model name")
     cpu_flags: list[str] = Field(description="Its vector, int8 and bf16 extensions that matter")
+    cores: int = Field(description="Cores the process may use: affinity mask and cgroup quota")
     workers: int
-    threads_per_worker: int
+    threads_per_worker: int = Field(description="The engine's compute threads per worker")
+    torch_threads: int = Field(description="torch's OpenMP threads in each inference thread")
+    decode_threads: int = Field(description="Image-decoding threads, shared by every model")
 
 
 class Limits(BaseModel):

@@ -44,7 +44,7 @@ def test_environment_variables_override_defaults(monkeypatch: pytest.MonkeyPatch
     settings = load_settings()
     assert (settings.model, settings.workers, settings.device) == ("mobilenet_v2", 3, "cuda:1")
     assert settings.log_format == "json"
-    assert settings.resolved_preprocess_threads() == 5
+    assert settings.preprocess_threads == 5
 
 
 def test_a_dotenv_file_is_read(tmp_path: Path) -> None:

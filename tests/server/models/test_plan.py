@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from server.models import plan as plan_module
+from server.models.cores import usable_cores
 from server.models.plan import (
     DeviceError,
     batch_buckets,
@@ -54,7 +55,7 @@ def test_workers_auto_is_one_on_the_cpu_and_two_on_cuda() -> None:
 
 
 def test_cpu_threads_are_split_between_workers() -> None:
-    assert resolve_threads(CPU, 1) == (os.cpu_count() or 1)
+    assert resolve_threads(CPU, 1) == usable_cores()
     assert resolve_threads(CPU, 64) == 1
     assert resolve_threads(CPU, 1, 3) == 3
     assert resolve_threads(torch.device("cuda"), 2) == 1
@@ -125,11 +126,34 @@ def test_the_plan_is_resolved_once_from_settings_and_hardware() -> None:
         False,
     )
     assert plan.workers == 2
-    assert plan.threads_per_worker == max(1, (os.cpu_count() or 1) // 2)
+    assert plan.cores == usable_cores()
+    assert plan.threads_per_worker == max(1, plan.cores // 2)
+    assert (plan.decode_threads, plan.torch_threads) == (2, 1)  # make_settings: 2 decoders
     assert plan.batch_buckets == (1, 2, 4)  # make_settings: batches of up to 4
     assert "openvino on cpu" in plan.describe()
+    assert f"{plan.cores} usable core(s)" in plan.describe()
+    assert "(torch: 1), 2 decode thread(s)" in plan.describe()
     with pytest.raises(DeviceError, match="compiles torchvision models on the torch engine"):
         resolve_plan(make_settings(engine="openvino", compile="on"))
+
+
+def test_every_pool_is_sized_for_the_pods_two_cpus_not_the_nodes_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/mountinfo").write_text("30 1 0:26 / /sys/fs/cgroup rw - cgroup2 c rw\n")
+    (tmp_path / "proc/self/cgroup").write_text("0::/kubepods/pod\n")
+    (tmp_path / "sys/fs/cgroup/kubepods/pod").mkdir(parents=True)
+    (tmp_path / "sys/fs/cgroup/kubepods/pod/cpu.max").write_text("200000 100000\n")
+    monkeypatch.setattr(plan_module, "usable_cores", lambda: usable_cores(tmp_path, affinity=64))
+    auto = {"preprocess_threads": "auto", "workers": "auto", "threads_per_worker": "auto"}
+    on_openvino = resolve_plan(make_settings(engine="openvino", **auto))
+    assert (on_openvino.cores, on_openvino.threads_per_worker) == (2, 2)
+    assert (on_openvino.decode_threads, on_openvino.torch_threads) == (2, 1)
+    on_torch = resolve_plan(make_settings(engine="torch", **auto))
+    assert (on_torch.threads_per_worker, on_torch.torch_threads) == (2, 2)
+    two_workers = resolve_plan(make_settings(engine="torch", **{**auto, "workers": 2}))
+    assert (two_workers.threads_per_worker, two_workers.torch_threads) == (1, 1)
 
 
 def test_cpu_features_name_the_cpu_and_the_flags_that_matter(tmp_path: Path) -> None:

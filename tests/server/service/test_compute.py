@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from server.service.compute import ComputeGate
+from tests.conftest import wait_until
 
 
 def test_a_pass_waits_until_its_threads_are_free() -> None:
@@ -58,3 +59,96 @@ def test_a_pass_wider_than_the_budget_takes_all_of_it() -> None:
     with gate.hold(16):
         assert gate.free == 0
     assert gate.free == 2
+
+
+class _Clock:
+    """A clock the passes advance: each pass lasts exactly what the test says."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _admission_order(
+    gate: ComputeGate, clock: _Clock, passes: list[tuple[str, float, float]]
+) -> list[str]:
+    """Queue ``passes`` (model, seconds, weight) in order behind a held gate, then let them go."""
+    order: list[str] = []
+    release = threading.Event()
+
+    def run(model: str, seconds: float, weight: float) -> None:
+        with gate.hold(1, model, weight):
+            order.append(model)
+            clock.now += seconds
+
+    with ThreadPoolExecutor(len(passes) + 1) as pool:
+        blocker_in = threading.Event()
+        pool.submit(_hold_until, gate, blocker_in, release)
+        assert blocker_in.wait(30)
+        for n, arguments in enumerate(passes, start=1):
+            pool.submit(run, *arguments)
+            wait_until(lambda n=n: gate.waiting == n)
+        release.set()
+    return order
+
+
+def _hold_until(gate: ComputeGate, inside: threading.Event, release: threading.Event) -> None:
+    with gate.hold(1, "blocker"):
+        inside.set()
+        assert release.wait(30)
+
+
+def test_busy_models_take_turns_by_compute_time_not_by_batch() -> None:
+    clock = _Clock()
+    gate = ComputeGate(budget=1, clock=clock)
+    # "fast" batches take 1 s, "slow" ones 3 s: fast runs three batches to slow's one.
+    passes = [("fast", 1.0, 1.0)] * 4 + [("slow", 3.0, 1.0)] * 4
+    assert _admission_order(gate, clock, passes) == ["fast", "slow"] + ["fast"] * 3 + ["slow"] * 3
+    assert (gate.used("fast"), gate.used("slow")) == (4.0, 12.0)
+
+
+def test_a_weight_of_three_gets_three_times_the_compute() -> None:
+    clock = _Clock()
+    gate = ComputeGate(budget=1, clock=clock)
+    passes = [("heavy", 1.0, 3.0)] * 4 + [("light", 1.0, 1.0)] * 4
+    assert (
+        _admission_order(gate, clock, passes) == ["heavy", "light"] + ["heavy"] * 3 + ["light"] * 3
+    )
+
+
+def test_a_model_back_from_idle_saves_no_credit() -> None:
+    clock = _Clock()
+    gate = ComputeGate(budget=1, clock=clock)
+    assert _admission_order(gate, clock, [("busy", 10.0, 1.0)]) == ["busy"]
+    release, inside = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        pool.submit(_hold_until_as, gate, "busy", inside, release)
+        assert inside.wait(30)
+        back_in, back_done = threading.Event(), threading.Event()
+        back_done.set()
+        joined = pool.submit(_hold_until_as, gate, "back", back_in, back_done)
+        wait_until(lambda: gate.waiting == 1)
+        # It starts level with the busy model, not 10 s behind it with 10 s to claim.
+        assert gate.used("back") == gate.used("busy") == 10.0
+        release.set()
+        joined.result(timeout=30)
+    assert back_in.is_set()
+
+
+def _hold_until_as(
+    gate: ComputeGate, model: str, inside: threading.Event, release: threading.Event
+) -> None:
+    with gate.hold(1, model):
+        inside.set()
+        assert release.wait(30)
+
+
+def test_a_pass_is_charged_its_share_of_the_budget() -> None:
+    clock = _Clock()
+    gate = ComputeGate(budget=4, clock=clock)
+    with gate.hold(2, "half") as held:
+        clock.now += 3.0
+    assert held.compute_s == 1.5  # 3 s on half the cores
+    assert gate.used("half") == 1.5

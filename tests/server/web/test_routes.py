@@ -10,6 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from server.models.cores import usable_cores
 from server.web.errors import STATUS, ErrorCode
 from tests.conftest import PHOTOS, RunningServer, photo, wait_until
 from tests.engine import MeanPixelEngine
@@ -297,3 +298,22 @@ def test_the_shared_server_plans_the_default_engine_and_runs_the_test_engine(api
     info = api.get("/info").json()
     assert (info["engine"], info["plan"]["engine"]) == ("openvino", "openvino")
     assert info["plan"]["engine_version"] == MeanPixelEngine.version
+
+
+def test_each_forward_pass_is_charged_to_its_models_compute_seconds(
+    api, resnet_server: RunningServer
+) -> None:
+    before = resnet_server.series("batchserve_compute_seconds_total", model="resnet50")
+    assert before is not None
+    _post(api, photo("cat.jpg"))
+    after = resnet_server.series("batchserve_compute_seconds_total", model="resnet50")
+    assert after is not None
+    assert after > before
+
+
+def test_info_names_every_pool_and_the_cores_they_share(api) -> None:
+    plan = api.get("/info").json()["plan"]
+    assert plan["cores"] == usable_cores()
+    # The default engine's plan: OpenVINO's threads per worker, torch's team of one beside them.
+    assert (plan["workers"], plan["threads_per_worker"]) == (1, plan["cores"])
+    assert (plan["torch_threads"], plan["decode_threads"]) == (1, 2)  # make_settings: 2

@@ -1,0 +1,43 @@
+"""The engine contract's post-processing: softmax and top-k of a batch, in NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from server.engines.contract import rows_from_logits
+
+
+def _logits(rows: int, classes: int) -> np.ndarray:
+    return np.random.default_rng(rows * classes).normal(0, 3, (rows, classes)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("rows", "classes", "k"), [(1, 1000, 20), (5, 1000, 5), (3, 7, 7)])
+def test_the_rows_are_torchs_softmax_and_top_k(rows: int, classes: int, k: int) -> None:
+    logits = _logits(rows, classes)
+    expected = torch.from_numpy(logits).softmax(dim=1)
+    values, indices = expected.topk(k, dim=1)
+    answer = rows_from_logits(logits, rows, k, 0.25)
+    assert len(answer) == rows
+    for n, row in enumerate(answer):
+        assert [i for i, _ in row.top] == indices[n].tolist()
+        assert [p for _, p in row.top] == pytest.approx(values[n].tolist(), abs=1e-6)
+        assert np.allclose(row.probabilities, expected[n].numpy(), atol=1e-6)
+        assert row.probabilities.dtype == np.float32
+        assert (row.batch_size, row.inference_s) == (rows, 0.25)
+
+
+def test_probabilities_are_not_softmaxed_again() -> None:
+    probabilities = np.array([[0.1, 0.6, 0.3]], dtype=np.float32)
+    (row,) = rows_from_logits(probabilities, 1, 3, 0.0, softmax=False)
+    assert [i for i, _ in row.top] == [1, 2, 0]
+    assert [p for _, p in row.top] == pytest.approx([0.6, 0.3, 0.1])
+    assert np.array_equal(row.probabilities, probabilities[0])
+
+
+def test_ties_rank_the_lower_class_first_and_huge_logits_stay_finite() -> None:
+    (tied,) = rows_from_logits(np.zeros((1, 10), dtype=np.float32), 1, 4, 0.0)
+    assert [i for i, _ in tied.top] == [0, 1, 2, 3]
+    (huge,) = rows_from_logits(np.array([[1e30, 0.0, -1e30]], dtype=np.float32), 1, 2, 0.0)
+    assert huge.top == ((0, 1.0), (1, 0.0))
