@@ -63,6 +63,10 @@ class Held:
     compute_s: float = 0.0
 
 
+#: How long a busy model that is owed the next turn may take to bring its next batch.
+ANTICIPATION_S: Final = 0.02
+
+
 class ComputeGate:
     """A counting gate over compute threads, shared by every model of the process.
 
@@ -70,19 +74,32 @@ class ComputeGate:
     used the least compute per unit of weight (its ``used`` seconds / weight),
     so busy models share the machine in proportion to their weights, measured
     in seconds of compute, not in batches: a model whose batches take a quarter
-    of the time runs four of them to the other's one. A model that was idle
-    resumes at the busiest waiting or running model's level, never with credit
-    saved up; a model alone waits only for threads.
+    of the time runs four of them to the other's one.
+
+    A model with one worker is never waiting while its pass runs: its next
+    batch forms after. So when a pass ends and its model is still owed compute,
+    the gate keeps the turn for it for up to ``anticipation_s`` (its clients'
+    next requests arriving, the batch window) rather than hand it to the model
+    that is ahead; a model back after longer than that was idle, and resumes
+    level with the least-served busy model, never with credit saved up. A
+    model alone waits only for threads.
     """
 
-    def __init__(self, budget: int, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        budget: int,
+        clock: Callable[[], float] = time.perf_counter,
+        anticipation_s: float = ANTICIPATION_S,
+    ) -> None:
         """``budget``: the compute threads the process may run at once (its usable cores)."""
         self.budget = max(1, budget)
+        self.anticipation_s = anticipation_s
         self._clock = clock
         self._free = self.budget
         self._changed = threading.Condition()
         self._used: dict[str, float] = {}
         self._active: Counter[str] = Counter()
+        self._released: dict[str, float] = {}
         self._waiting: list[Held] = []
         self._orders = itertools.count()
 
@@ -107,27 +124,44 @@ class ComputeGate:
         with self._changed:
             self._join(model)
             self._waiting.append(held)
-            self._changed.wait_for(lambda: self._admits(held))
+            # A turn kept for a model that may not come back ends by the clock: look again.
+            poll = self.anticipation_s / 4 or None
+            while not self._admits(held):
+                self._changed.wait(poll)
             self._waiting.remove(held)
             self._free -= held.threads
         started = self._clock()
         try:
             yield held
         finally:
-            held.compute_s = (self._clock() - started) * held.threads / self.budget
+            ended = self._clock()
+            held.compute_s = (ended - started) * held.threads / self.budget
             with self._changed:
                 self._free += held.threads
                 self._used[model] = self.used(model) + held.compute_s / weight
                 self._active[model] -= 1
+                self._released[model] = ended
                 self._changed.notify_all()
 
+    def _recent(self, model: str) -> bool:
+        """Whether the model's last pass ended within the anticipation window."""
+        released = self._released.get(model)
+        return released is not None and self._clock() - released <= self.anticipation_s
+
     def _join(self, model: str) -> None:
-        """A model turning busy starts at the least-served busy model's level, not below."""
+        """A model back from idle starts at the least-served busy model's level, not below."""
         busy = [self.used(m) for m, n in self._active.items() if n > 0 and m != model]
-        if self._active[model] == 0 and busy:
+        if self._active[model] == 0 and busy and not self._recent(model):
             self._used[model] = max(self.used(model), min(busy))
         self._active[model] += 1
 
     def _admits(self, held: Held) -> bool:
         first = min(self._waiting, key=lambda w: (self.used(w.model), w.order))
-        return first is held and self._free >= held.threads
+        if first is not held or self._free < held.threads:
+            return False
+        mine = self.used(held.model)
+        return not any(
+            self._active[m] == 0 and self.used(m) < mine and self._recent(m)
+            for m in self._released
+            if m != held.model
+        )

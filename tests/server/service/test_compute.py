@@ -152,3 +152,41 @@ def test_a_pass_is_charged_its_share_of_the_budget() -> None:
         clock.now += 3.0
     assert held.compute_s == 1.5  # 3 s on half the cores
     assert gate.used("half") == 1.5
+
+
+def test_the_turn_waits_briefly_for_a_model_still_owed_compute() -> None:
+    # A model with one worker is not waiting while its own pass runs; when the pass ends
+    # and it is still behind, its next batch gets the turn if it comes within the window.
+    clock = _Clock()
+    gate = ComputeGate(budget=1, clock=clock, anticipation_s=0.5)
+    assert _admission_order(gate, clock, [("slow", 3.0, 1.0)]) == ["slow"]
+    clock.now += 10  # slow has been idle since
+    order: list[str] = []
+    fast_in, fast_release, slow_in = threading.Event(), threading.Event(), threading.Event()
+
+    def fast() -> None:
+        with gate.hold(1, "fast"):
+            order.append("fast")
+            clock.now += 1.0
+            fast_in.set()
+            assert fast_release.wait(30)
+
+    def slow() -> None:
+        with gate.hold(1, "slow"):
+            order.append("slow")
+            slow_in.set()
+
+    with ThreadPoolExecutor(3) as pool:
+        pool.submit(fast)
+        assert fast_in.wait(30)
+        pool.submit(slow)
+        wait_until(lambda: gate.waiting == 1)
+        fast_release.set()
+        assert not slow_in.wait(0.2)  # a guard: the turn is kept for fast (1 s used < 3 s)
+        fast_in.clear()
+        pool.submit(fast)
+        assert fast_in.wait(30)  # fast's next batch came within the window: it goes first
+        assert not slow_in.is_set()
+        clock.now += 1.0  # and once fast's window is over, the turn passes on
+        assert slow_in.wait(30)
+    assert order == ["fast", "fast", "slow"]
