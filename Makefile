@@ -64,17 +64,19 @@ loadtest: $(STAMP)
 	$(BIN)/python -m loadtest.locust_plot $(RESULTS)/locust_stats_history.csv $(RESULTS)/locust.png
 
 # Measures this machine. BENCH picks the parts: `engines` (every engine x precision, batchserve
-# against the naive FastAPI baseline, int8 fidelity on a real model: docs/benchmarks-engines.md;
-# SECTIONS=raw,servers,fidelity selects within it) and `server` (the model alone, then the server
-# with batching on and off: docs/benchmarks.md + .png) and `models` (a real model's .ts, .pt2
-# and .onnx files, and two models sharing one server: docs/benchmarks-models.md).
+# against the naive FastAPI baseline: docs/benchmarks-engines.md; SECTIONS=raw,servers selects
+# within it), `server` (the model alone, then the server with batching on and off:
+# docs/benchmarks.md + .png), `models` (a real model's .ts, .pt2 and .onnx files, and two
+# models sharing one server: docs/benchmarks-models.md) and `int8` (int8 against fp32 on two
+# real classifiers, the recipe and each lever: docs/benchmarks-int8.md).
 # Linux only (reads /proc).
-BENCH ?= engines,server,models
-SECTIONS ?= raw,servers,fidelity
+BENCH ?= engines,server,models,int8
+SECTIONS ?= raw,servers
 bench: $(STAMP)
 	case ",$(BENCH)," in *,engines,*) $(BIN)/python -m loadtest.engines_bench --sections $(SECTIONS);; esac
 	case ",$(BENCH)," in *,server,*) $(BIN)/python -m loadtest.bench;; esac
 	case ",$(BENCH)," in *,models,*) $(BIN)/python -m loadtest.models_bench;; esac
+	case ",$(BENCH)," in *,int8,*) $(BIN)/python -m loadtest.int8_fidelity;; esac
 
 format: $(STAMP)
 	$(BIN)/ruff format .

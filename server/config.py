@@ -36,9 +36,9 @@ MODEL_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: The settings a model repository's ``config.toml`` may set for its model (lower case).
 PER_MODEL_KEYS: Final = (
     "model", "weights", "labels", "resize_size", "crop_size", "mean", "std", "interpolation",
-    "output", "device", "engine", "precision", "compile", "calibration_dir",
-    "int8_min_agreement", "max_batch_size", "max_batch_wait_ms", "max_queue_size", "workers",
-    "threads_per_worker", "weight",
+    "output", "device", "engine", "precision", "compile", "calibration_dir", "held_out_dir",
+    "int8_min_agreement", "int8_fp32_ops", "max_batch_size", "max_batch_wait_ms",
+    "max_queue_size", "workers", "threads_per_worker", "weight",
 )  # fmt: skip
 
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
@@ -101,8 +101,12 @@ class Settings(BaseSettings):
     """auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16 (CUDA), int8 (CPU)."""
     calibration_dir: Path | None = None
     """int8: a folder of representative images (default: photos shipped with batchserve)."""
+    held_out_dir: Path | None = None
+    """int8: at least 20 other images int8 is checked on (default: photos shipped with it)."""
     int8_min_agreement: Annotated[float, Field(ge=0, le=1)] = 0.8
     """int8: least top-1 agreement with fp32 on held-out photos; below it the server stops."""
+    int8_fp32_ops: Annotated[tuple[str, ...], NoDecode] = ()
+    """int8: operation types (e.g. GroupConvolution) or names NNCF leaves in fp32."""
     compile: CompileMode = "auto"
     """torch.compile the model: auto, on or off."""
     cache_dir: Path = Path("~/.cache/batchserve")
@@ -173,6 +177,12 @@ class Settings(BaseSettings):
                 "letter or digit"
             )
         return name
+
+    @field_validator("int8_fp32_ops", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        """``GroupConvolution,MatMul`` or a list (config.toml)."""
+        return _split(value) if isinstance(value, str) else value
 
     @field_validator("mean", "std", mode="before")
     @classmethod
@@ -254,7 +264,7 @@ class Settings(BaseSettings):
         """Origins allowed by CORS; empty when CORS is off."""
         return tuple(_split(self.cors_origins))
 
-    @field_validator("cache_dir", "calibration_dir", "labels", "model_repository")
+    @field_validator("cache_dir", "calibration_dir", "held_out_dir", "labels", "model_repository")
     @classmethod
     def _expand_home(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

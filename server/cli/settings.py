@@ -27,9 +27,9 @@ SETTINGS_EPILOG: Final = (
 GROUPS: Final[dict[str, tuple[str, ...]]] = {
     "model": ("model", "weights", "model_name", "labels", "resize_size", "crop_size", "mean",
               "std", "interpolation", "output", "model_repository", "default_model"),
-    "engine": ("device", "engine", "precision", "calibration_dir", "int8_min_agreement",
-               "compile", "cache_dir", "workers", "threads_per_worker", "preprocess_threads",
-               "weight"),
+    "engine": ("device", "engine", "precision", "calibration_dir", "held_out_dir",
+               "int8_min_agreement", "int8_fp32_ops", "compile", "cache_dir", "workers",
+               "threads_per_worker", "preprocess_threads", "weight"),
     "batching": ("max_batch_size", "max_batch_wait_ms", "max_queue_size", "request_timeout_s"),
     "limits": ("max_upload_mb", "max_files", "max_request_mb", "max_image_pixels",
                "body_timeout_s", "rate_limit"),
@@ -55,7 +55,7 @@ _METAVARS: Final = {
 _NAMED: Final = {
     "model": "NAME|FILE", "weights": "NAME|FILE", "device": "DEVICE", "rate_limit": "RATE",
     "host": "ADDRESS", "trusted_proxies": "CIDRS", "cors_origins": "ORIGINS",
-    "model_name": "NAME", "default_model": "NAME",
+    "model_name": "NAME", "default_model": "NAME", "int8_fp32_ops": "OPS",
 }  # fmt: skip
 _HELP: Final = re.compile(
     r"^(?P<doc>.*?)(?: \(default: (?P<default>[^()]*)\))? \[env: (?P<env>\w+)\]$"

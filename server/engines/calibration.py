@@ -1,10 +1,11 @@
-"""Calibration images for int8: representative photos, split into calibration and held-out.
+"""Images for int8: calibration photos for the quantizer, held-out photos for the check.
 
-The held-out photos are never seen by the quantizer: the int8 model is compared
-with fp32 on them, whole, so that the agreement measures generalisation rather
-than memory of the calibration crops. The calibration photos are used whole
-and as seeded random crops (scale and aspect jitter, mirror), as training-time
-augmentation would show them.
+Two folders: the calibration photos are used whole and as seeded random crops
+(scale and aspect jitter, mirror), as training-time augmentation would show
+them; the held-out photos are never seen by the quantizer: the int8 model is
+compared with fp32 on them, whole, so that the agreement measures
+generalisation rather than memory of the calibration crops. A photo in both
+folders (same bytes) is refused.
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ from server.models.preprocess import PreprocessSpec
 
 #: The photos shipped with batchserve, used when BATCHSERVE_CALIBRATION_DIR is not set.
 DEFAULT_DIR: Final = Path(__file__).parent / "calibration"
-#: Every third photo is held out for the fidelity check; at least this many are needed.
-MIN_HELD_OUT: Final = 3
-HOLD_OUT_EVERY: Final = 3
+#: The shipped held-out photos, used when BATCHSERVE_HELD_OUT_DIR is not set.
+DEFAULT_HELD_OUT_DIR: Final = Path(__file__).parent / "held_out"
+#: The fewest photos to calibrate on, and to check on: below 20 an agreement
+#: measured on them is too uncertain to gate anything (see int8.wilson_interval).
+MIN_CALIBRATION: Final = 3
+MIN_HELD_OUT: Final = 20
 #: Random crops per calibration photo, besides the whole photo.
 CROPS_PER_PHOTO: Final = 12
 _SEED: Final = 20261127
@@ -44,35 +48,42 @@ class CalibrationSet:
     source: str
 
 
-def image_files(directory: Path) -> list[Path]:
-    """The image files in ``directory`` and below, in a stable order."""
+def image_files(directory: Path, setting: str, minimum: int) -> list[Path]:
+    """The image files in ``directory`` and below, in a stable order; at least ``minimum``."""
     if not directory.is_dir():
         raise CalibrationError(
-            f"BATCHSERVE_CALIBRATION_DIR={directory} is not a directory: point it at a folder "
+            f"BATCHSERVE_{setting}={directory} is not a directory: point it at a folder "
             "of representative images, or unset it to use the photos shipped with batchserve"
         )
     files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in _SUFFIXES)
-    # Held out: files 0, 3, 6, ...; MIN_HELD_OUT of them need this many files.
-    needed = (MIN_HELD_OUT - 1) * HOLD_OUT_EVERY + 1
-    if len(files) < needed:
+    if len(files) < minimum:
         raise CalibrationError(
-            f"{directory} has {len(files)} images; int8 needs at least {needed} "
-            f"(every {HOLD_OUT_EVERY}rd is held out to check int8 against fp32)"
+            f"{directory} (BATCHSERVE_{setting}) has {len(files)} images; int8 needs at "
+            f"least {minimum}"
         )
     return files
 
 
-def split(files: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(calibration, held out): every ``HOLD_OUT_EVERY``-th file is held out."""
-    held = [f for i, f in enumerate(files) if i % HOLD_OUT_EVERY == 0]
-    return [f for f in files if f not in held], held
+def _digests(files: list[Path]) -> list[bytes]:
+    return [hashlib.sha256(path.read_bytes()).digest() for path in files]
 
 
-def fingerprint(files: list[Path]) -> str:
-    """A hash of the images' bytes and of how they are used (split, crops, seed)."""
-    digest = hashlib.sha256(f"{HOLD_OUT_EVERY}/{CROPS_PER_PHOTO}/{_SEED}".encode())
-    for path in files:
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+def fingerprint(calibration_files: list[Path], held_out_files: list[Path]) -> str:
+    """A hash of both sets' bytes and of how they are used (crops, seed).
+
+    Raises :class:`CalibrationError` when a photo is in both sets: the check
+    would then measure memory, not generalisation.
+    """
+    calibrated, held = _digests(calibration_files), _digests(held_out_files)
+    if shared := set(calibrated) & set(held):
+        names = [str(f) for f, d in zip(held_out_files, held, strict=True) if d in shared]
+        raise CalibrationError(
+            f"{', '.join(names)} also among the calibration images: a held-out photo must "
+            "be one the quantizer never saw"
+        )
+    digest = hashlib.sha256(f"{CROPS_PER_PHOTO}/{_SEED}/{len(calibrated)}".encode())
+    for item in (*calibrated, *held):
+        digest.update(item)
     return digest.hexdigest()
 
 
@@ -100,17 +111,23 @@ def _augmented(path: Path, spec: PreprocessSpec, rng: random.Random) -> list[tor
     return [preprocess.to_tensor(view, spec) for view in (image, *crops)]
 
 
-def identify(directory: Path | None) -> tuple[list[Path], str]:
-    """The images to use and their fingerprint, without decoding them (cache lookups)."""
-    files = image_files(directory or DEFAULT_DIR)
-    return files, fingerprint(files)
+def identify(
+    calibration_dir: Path | None, held_out_dir: Path | None
+) -> tuple[list[Path], list[Path], str]:
+    """Both sets' files and their fingerprint, without decoding them (cache lookups)."""
+    calibration_files = image_files(
+        calibration_dir or DEFAULT_DIR, "CALIBRATION_DIR", MIN_CALIBRATION
+    )
+    held_out_files = image_files(held_out_dir or DEFAULT_HELD_OUT_DIR, "HELD_OUT_DIR", MIN_HELD_OUT)
+    return calibration_files, held_out_files, fingerprint(calibration_files, held_out_files)
 
 
-def load(directory: Path | None, spec: PreprocessSpec) -> CalibrationSet:
-    """Read, split and preprocess the calibration images for a model's ``spec``."""
-    files, digest = identify(directory)
-    calibration_files, held_out_files = split(files)
-    source = str(directory) if directory else "the photos shipped with batchserve"
+def load(
+    calibration_dir: Path | None, held_out_dir: Path | None, spec: PreprocessSpec
+) -> CalibrationSet:
+    """Read and preprocess both sets of images for a model's ``spec``."""
+    calibration_files, held_out_files, digest = identify(calibration_dir, held_out_dir)
+    source = str(calibration_dir) if calibration_dir else "the photos shipped with batchserve"
     return from_files(calibration_files, held_out_files, spec, digest, source)
 
 
@@ -121,7 +138,7 @@ def from_files(
     digest: str = "",
     source: str = "",
 ) -> CalibrationSet:
-    """Preprocess a given split: the calibration photos whole and cropped, the others whole."""
+    """Preprocess given sets: the calibration photos whole and cropped, the others whole."""
     rng = random.Random(_SEED)
     calibration = [t for path in calibration_files for t in _augmented(path, spec, rng)]
     held_out = [preprocess.to_tensor(_decode(path, spec), spec) for path in held_out_files]

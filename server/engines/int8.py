@@ -10,6 +10,7 @@ nothing and is only reported).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,20 +24,39 @@ from server.engines.errors import CalibrationError, Int8FidelityError
 logger = logging.getLogger(__name__)
 
 
+def wilson_interval(successes: int, trials: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval for a share of agreement (SciPy's, an NNCF dependency).
+
+    Unlike the normal approximation it stays inside [0, 1] and is honest at 22 of 22.
+    """
+    from scipy.stats import binomtest
+
+    interval = binomtest(successes, trials).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
 @dataclass(frozen=True, slots=True)
 class FidelityReport:
-    """How int8 compares with fp32 on ``photos`` held-out photos."""
+    """How int8 compares with fp32 on ``photos`` held-out photos.
+
+    ``top1_low`` and ``top1_high`` bound the top-1 agreement one would measure on
+    many more such photos (95 % Wilson interval): 20 of 22 agreeing says "somewhere
+    between 72 % and 97 %", not "91 %".
+    """
 
     photos: int
     top1_agreement: float
     top5_overlap: float
     max_probability_difference: float
+    top1_low: float = 0.0
+    top1_high: float = 1.0
 
     def describe(self) -> str:
         """One line for logs and errors."""
         return (
-            f"top-1 agreement {self.top1_agreement:.0%} on {self.photos} held-out photos, "
-            f"top-5 overlap {self.top5_overlap:.0%}, largest probability difference "
+            f"top-1 agreement {self.top1_agreement:.0%} on {self.photos} held-out photos "
+            f"(95% interval {self.top1_low:.0%}-{self.top1_high:.0%}), top-5 overlap "
+            f"{self.top5_overlap:.0%}, largest probability difference "
             f"{self.max_probability_difference:.3f}"
         )
 
@@ -54,8 +74,42 @@ def nncf_version() -> str | None:
     return str(nncf.__version__)
 
 
-def quantize(model: ov.Model, calibration: CalibrationSet) -> ov.Model:
-    """NNCF post-training quantization of an fp32 OpenVINO model, calibrated on every sample."""
+def quantize(
+    model: ov.Model, calibration: CalibrationSet, fp32_ops: Sequence[str] = ()
+) -> ov.Model:
+    """NNCF post-training quantization of an fp32 OpenVINO model, calibrated on every sample.
+
+    ``fp32_ops`` names operation types (``GroupConvolution``: depthwise convolutions)
+    or operation names that stay in fp32: the per-model lever for a network whose
+    answers drift too far in int8 (see docs/performance.md). An entry that matches
+    nothing is an error, so a typo cannot silently quantize everything.
+    """
+    nncf = _nncf()
+    samples = [t.unsqueeze(0).numpy() for t in calibration.calibration]
+    return nncf.quantize(
+        model,
+        nncf.Dataset(samples),
+        subset_size=len(samples),
+        ignored_scope=_kept_in_fp32(nncf, model, fp32_ops),
+    )
+
+
+def _kept_in_fp32(nncf: Any, model: ov.Model, fp32_ops: Sequence[str]) -> Any:
+    """NNCF's ignored scope for ``fp32_ops``: each entry an operation type or name of ``model``."""
+    types = {op.get_type_name() for op in model.get_ops()}
+    names = {op.get_friendly_name() for op in model.get_ops()}
+    if unknown := [entry for entry in fp32_ops if entry not in types | names]:
+        raise CalibrationError(
+            f"BATCHSERVE_INT8_FP32_OPS: {', '.join(unknown)} is no operation type or name of "
+            f"this model (its types: {', '.join(sorted(types))})"
+        )
+    return nncf.IgnoredScope(
+        names=[entry for entry in fp32_ops if entry not in types],
+        types=[entry for entry in fp32_ops if entry in types],
+    )
+
+
+def _nncf() -> Any:
     try:
         import nncf
     except ImportError as exc:
@@ -63,8 +117,7 @@ def quantize(model: ov.Model, calibration: CalibrationSet) -> ov.Model:
             "quantizing to int8 needs NNCF: pip install 'batchserve[int8]' (or run "
             "`batchserve quantize` where it is installed and copy BATCHSERVE_CACHE_DIR)"
         ) from exc
-    samples = [t.unsqueeze(0).numpy() for t in calibration.calibration]
-    return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
+    return nncf
 
 
 def compare(fp32_logits: npt.ArrayLike, int8_logits: npt.ArrayLike) -> FidelityReport:
@@ -73,15 +126,19 @@ def compare(fp32_logits: npt.ArrayLike, int8_logits: npt.ArrayLike) -> FidelityR
     int8 = torch.as_tensor(int8_logits).float().softmax(dim=1)
     k = min(5, fp32.shape[1])
     top_fp32, top_int8 = fp32.topk(k, dim=1).indices, int8.topk(k, dim=1).indices
-    agreement = (top_fp32[:, 0] == top_int8[:, 0]).float().mean().item()
+    agreeing = int((top_fp32[:, 0] == top_int8[:, 0]).sum().item())
+    photos = fp32.shape[0]
     overlaps = [
         len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(top_fp32, top_int8, strict=True)
     ]
+    low, high = wilson_interval(agreeing, photos)
     return FidelityReport(
-        photos=fp32.shape[0],
-        top1_agreement=round(agreement, 4),
+        photos=photos,
+        top1_agreement=round(agreeing / photos, 4),
         top5_overlap=round(sum(overlaps) / len(overlaps), 4),
         max_probability_difference=round((fp32 - int8).abs().max().item(), 4),
+        top1_low=round(low, 4),
+        top1_high=round(high, 4),
     )
 
 

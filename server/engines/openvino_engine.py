@@ -179,13 +179,14 @@ def int8_model(
     Also returns its cache entry (None when the cache cannot be written). A cache
     hit needs no fp32 model, so nothing is converted.
     """
-    _, fingerprint = calibration.identify(settings.calibration_dir)
+    *_, fingerprint = calibration.identify(settings.calibration_dir, settings.held_out_dir)
     parts = {
         "model": model.name,
         "weights": model.identity,
         "source": model.source,
         "preprocess": repr(model.preprocessing),
         "calibration": fingerprint,
+        "fp32_ops": ",".join(settings.int8_fp32_ops),
         "openvino": str(ov.__version__),
     }
     cache, key = ModelCache(settings.cache_dir, "int8"), cache_key(parts)
@@ -209,7 +210,7 @@ def int8_model(
 def _quantize_and_measure(
     model: LoadedModel, fp32: ov.Model, plan: RuntimePlan, settings: Settings
 ) -> tuple[ov.Model, int8.FidelityReport]:
-    samples = calibration.load(settings.calibration_dir, model.preprocessing)
+    samples = calibration.load(settings.calibration_dir, settings.held_out_dir, model.preprocessing)
     started = time.perf_counter()
     logger.info(
         "quantizing %s to int8 on %d samples from %s",
@@ -217,7 +218,7 @@ def _quantize_and_measure(
         len(samples.calibration),
         samples.source,
     )
-    quantized = int8.quantize(fp32, samples)
+    quantized = int8.quantize(fp32, samples, settings.int8_fp32_ops)
     logger.info("quantized in %.1fs", time.perf_counter() - started)
     threads = plan.threads_per_worker * plan.workers
     reference = OpenVinoEngine(model, compile_for_cpu(fp32, "fp32", 1, threads), "fp32")

@@ -28,7 +28,7 @@ from server.models.torchvision_models import ModelConfigError
 CONFIG_FILE: Final = "config.toml"
 LABELS_FILE: Final = "labels.txt"
 #: config.toml keys that name files: relative paths are read from the model's folder.
-_PATH_KEYS: Final = ("model", "weights", "labels", "calibration_dir")
+_PATH_KEYS: Final = ("model", "weights", "labels", "calibration_dir", "held_out_dir")
 
 
 @dataclass(frozen=True, slots=True)

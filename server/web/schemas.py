@@ -111,6 +111,8 @@ class FidelityInfo(BaseModel):
     top1_agreement: float = Field(ge=0, le=1, description="Share with the same top-1 class")
     top5_overlap: float = Field(ge=0, le=1, description="Mean share of top-5 classes in common")
     max_probability_difference: float = Field(ge=0, le=1)
+    top1_low: float = Field(ge=0, le=1, description="top1_agreement's 95 % Wilson interval, low")
+    top1_high: float = Field(ge=0, le=1, description="top1_agreement's 95 % Wilson interval, high")
 
 
 class PlanInfo(BaseModel):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 
+import openvino as ov
 import pytest
 import torch
 
@@ -33,6 +35,20 @@ def test_a_changed_top_class_lowers_agreement() -> None:
     assert report.max_probability_difference > 0.9
 
 
+def test_the_agreement_comes_with_its_95_percent_wilson_interval() -> None:
+    z, n, share = 1.959964, 22, 20 / 22  # Wilson's formula written out for 20 of 22
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    assert int8.wilson_interval(20, 22) == pytest.approx((centre - half, centre + half), abs=1e-5)
+    everything = int8.wilson_interval(22, 22)
+    assert everything[1] == 1.0
+    assert 0.8 < everything[0] < 0.9  # 22 of 22 is not certainty
+    report = int8.compare(torch.eye(4) * 10, torch.eye(4).roll(1, 0) * 10)
+    assert (report.top1_agreement, report.top1_low) == (0.0, 0.0)
+    assert report.top1_high == pytest.approx(int8.wilson_interval(0, 4)[1], abs=1e-4)
+    assert "95% interval 0%-49%" in report.describe()
+
+
 def test_the_gate_refuses_real_weights_and_only_warns_for_random_ones(caplog) -> None:
     report = int8.FidelityReport(3, 2 / 3, 0.8, 0.2)
     with pytest.raises(Int8FidelityError, match=r"BATCHSERVE_INT8_MIN_AGREEMENT=0\.8"):
@@ -45,7 +61,7 @@ def test_the_gate_refuses_real_weights_and_only_warns_for_random_ones(caplog) ->
 
 def test_quantization_gives_an_int8_model_close_to_fp32() -> None:
     model = load_torchvision_model(resolve_weights("mobilenet_v2", "random"))
-    samples = calibration.load(None, model.preprocessing)
+    samples = calibration.load(None, None, model.preprocessing)
     fp32 = convert(model)
     quantized = int8.quantize(fp32, samples)
     kinds = {op.get_type_name() for op in quantized.get_ops()}
@@ -53,8 +69,26 @@ def test_quantization_gives_an_int8_model_close_to_fp32() -> None:
     reference = OpenVinoEngine(model, compile_for_cpu(fp32, "fp32", 1, 2), "fp32")
     candidate = OpenVinoEngine(model, compile_for_cpu(quantized, "int8", 1, 2), "int8")
     report = int8.compare(reference.logits(samples.held_out), candidate.logits(samples.held_out))
-    assert report.photos == calibration.MIN_HELD_OUT
+    assert report.photos == len(samples.held_out) >= calibration.MIN_HELD_OUT
+    assert report.top1_low <= report.top1_agreement <= report.top1_high
     assert 0.0 <= report.max_probability_difference < 0.5
+
+
+def test_the_operations_named_for_fp32_stay_unquantized() -> None:
+    model = load_torchvision_model(resolve_weights("mobilenet_v3_small", "random"))
+    samples = calibration.load(None, None, model.preprocessing)
+    fp32 = convert(model)
+
+    def quantizers(quantized: ov.Model) -> int:
+        return sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
+
+    everything = quantizers(int8.quantize(fp32, samples))
+    first_conv = next(op for op in fp32.get_ordered_ops() if op.get_type_name() == "Convolution")
+    one_less = quantizers(int8.quantize(fp32, samples, (first_conv.get_friendly_name(),)))
+    no_depthwise = quantizers(int8.quantize(fp32, samples, ("GroupConvolution",)))
+    assert 0 < no_depthwise < one_less < everything
+    with pytest.raises(CalibrationError, match=r"Depthwise is no operation type or name"):
+        int8.quantize(fp32, samples, ("Depthwise",))
 
 
 def test_without_nncf_quantizing_says_what_to_install(monkeypatch) -> None:
