@@ -42,6 +42,8 @@ ARG BATCHSERVE_MODEL=resnet50
 ARG BATCHSERVE_WEIGHTS=DEFAULT
 ARG PRECISION=auto
 ARG NNCF_VERSION=3.4.0
+# The int8 extra's SciPy (the fidelity report's Wilson interval), as the tests ran it.
+ARG SCIPY_VERSION=1.17.1
 ENV TORCH_HOME=/opt/torch \
     BATCHSERVE_CACHE_DIR=/opt/batchserve-cache
 # The same code the server runs at startup: torchvision's registry into TORCH_HOME; and, for
@@ -53,7 +55,7 @@ ensure_weights(resolve_weights('${BATCHSERVE_MODEL}', '${BATCHSERVE_WEIGHTS}'))"
     fi \
     && if [ "${PRECISION}" = "int8" ]; then \
         python -m ensurepip \
-        && python -m pip install --no-cache-dir "nncf==${NNCF_VERSION}" \
+        && python -m pip install --no-cache-dir "nncf==${NNCF_VERSION}" "scipy==${SCIPY_VERSION}" \
         && batchserve quantize --model "${BATCHSERVE_MODEL}" --weights "${BATCHSERVE_WEIGHTS}"; \
     fi
 

@@ -87,3 +87,12 @@ def test_the_images_torch_is_the_torch_the_tests_ran_on() -> None:
             pinned = re.search(rf"^{name}==([^\s+]+)", text, re.MULTILINE)
             assert pinned, (variant, name)
             assert pinned.group(1) == version.split("+")[0], (variant, name, pinned.group(1))
+
+
+def test_the_int8_build_installs_the_nncf_and_scipy_the_tests_ran_on() -> None:
+    """``batchserve quantize`` in the image must quantize and report as the tested versions do."""
+    import nncf
+    import scipy
+
+    assert f"ARG NNCF_VERSION={nncf.__version__}\n" in DOCKERFILE
+    assert f"ARG SCIPY_VERSION={scipy.__version__}\n" in DOCKERFILE

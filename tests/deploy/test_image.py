@@ -75,6 +75,17 @@ def test_the_build_steps_import_paths_work_in_the_image(image: Image) -> None:
     assert loader.returncode == 0, loader.stderr[-3000:]
 
 
+def test_the_image_carries_the_int8_calibration_and_held_out_photos(image: Image) -> None:
+    """The int8 build's ``batchserve quantize`` calibrates and checks on the shipped photos."""
+    code = (
+        "from server.engines import calibration as c\n"
+        "cal, held, _ = c.identify(None, None)\nprint(len(cal), len(held))"
+    )
+    result = image.run("python", "-c", code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["7", "22"]
+
+
 def _compose_service() -> dict[str, Any]:
     result = subprocess.run(
         [require_tool("docker-compose"), "config"],
