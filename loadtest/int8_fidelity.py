@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -102,14 +102,16 @@ def _first_and_last(nncf: Any, model: ov.Model) -> Any:
     return nncf.IgnoredScope(names=[layers[0].get_friendly_name(), layers[-1].get_friendly_name()])
 
 
-LEVERS: Final[dict[str, Quantizer]] = {
-    RECIPE: lambda m, s: int8.quantize(m, s),
-    "preset mixed (asymmetric activations)": _nncf(preset=lambda n, _: n.QuantizationPreset.MIXED),
-    "full bias correction": _nncf(fast_bias_correction=False),
-    "first and last layers fp32": _nncf(ignored_scope=_first_and_last),
-    "overflow fix on every layer": _nncf(advanced_parameters=lambda n, _: (
-        n.AdvancedQuantizationParameters(overflow_fix=n.OverflowFix.ENABLE))),
-    DEPTHWISE: lambda m, s: int8.quantize(m, s, ("GroupConvolution",)),
+#: Each lever by the name ``--levers`` takes: its title in the report, and how it quantizes.
+LEVERS: Final[dict[str, tuple[str, Quantizer]]] = {
+    "recipe": (RECIPE, lambda m, s: int8.quantize(m, s)),
+    "mixed": ("preset mixed (asymmetric activations)",
+              _nncf(preset=lambda n, _: n.QuantizationPreset.MIXED)),
+    "bias": ("full bias correction", _nncf(fast_bias_correction=False)),
+    "first-last": ("first and last layers fp32", _nncf(ignored_scope=_first_and_last)),
+    "overflow": ("overflow fix on every layer", _nncf(advanced_parameters=lambda n, _: (
+        n.AdvancedQuantizationParameters(overflow_fix=n.OverflowFix.ENABLE)))),
+    "depthwise": (DEPTHWISE, lambda m, s: int8.quantize(m, s, ("GroupConvolution",))),
 }  # fmt: skip
 
 
@@ -124,8 +126,16 @@ class Measured:
     images_per_s: float
 
 
-def measure(variants: list[int], levers: list[str], speed_s: float = 6.0) -> list[Measured]:
-    """Each lever on each model, on the shipped calibration and held-out photos."""
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One model measured: each lever on it, and how much fp32 itself moves under noise."""
+
+    levers: list[Measured]
+    noise_flips: list[int]
+
+
+def measure(variants: list[int], levers: list[str], speed_s: float = 6.0) -> list[Variant]:
+    """Each lever (a key of :data:`LEVERS`) on each model: shipped calibration, held-out photos."""
     results = []
     for variant in variants:
         model = efficientnet_lite(variant)
@@ -133,14 +143,17 @@ def measure(variants: list[int], levers: list[str], speed_s: float = 6.0) -> lis
         samples = calibration.load(None, None, model.preprocessing)
         reference = OpenVinoEngine(model, compile_for_cpu(fp32, "fp32", 1, 2), "fp32")
         expected = reference.logits(samples.held_out)
+        measured = []
         for lever in levers:
+            title, quantizer = LEVERS[lever]
             started = time.perf_counter()
-            quantized = LEVERS[lever](fp32, samples)
+            quantized = quantizer(fp32, samples)
             seconds = time.perf_counter() - started
             candidate = OpenVinoEngine(model, compile_for_cpu(quantized, "int8", 1, 2), "int8")
             fidelity = int8.compare(expected, candidate.logits(samples.held_out))
             speed = images_per_second(candidate, speed_s)
-            results.append(Measured(variant, lever, fidelity, seconds, speed))
+            measured.append(Measured(variant, title, fidelity, seconds, speed))
+        results.append(Variant(measured, noise_floor(reference, samples.held_out)))
     return results
 
 
@@ -159,22 +172,20 @@ def images_per_second(engine: OpenVinoEngine, seconds: float, batch: int = 8) ->
     return best
 
 
-def noise_floor(variant: int, seeds: int = 3) -> list[int]:
-    """How many held-out top-1 answers fp32 itself changes when pixels move by ±1/255.
+def noise_floor(
+    engine: OpenVinoEngine, photos: Sequence[torch.Tensor], seeds: int = 3
+) -> list[int]:
+    """How many of ``photos``' top-1 answers the fp32 ``engine`` itself changes at ±1/255.
 
     Uniform noise of one 8-bit level, the size of a JPEG re-encode's rounding: the
     disagreement any perturbation causes on these photos, int8 or not.
     """
-    model = efficientnet_lite(variant)
-    samples = calibration.load(None, None, model.preprocessing)
-    engine = OpenVinoEngine(model, compile_for_cpu(convert(model), "fp32", 1, 2), "fp32")
-    answers = engine.logits(samples.held_out).argmax(1)
-    level = 1 / 255 / torch.tensor(model.preprocessing.std).view(3, 1, 1)
+    answers = engine.logits(photos).argmax(1)
+    level = 1 / 255 / torch.tensor(engine.model.preprocessing.std).view(3, 1, 1)
     flips = []
     for seed in range(seeds):
         generator = torch.Generator().manual_seed(seed)
-        noisy = [t + (torch.rand(t.shape, generator=generator) * 2 - 1) * level for t in
-                 samples.held_out]  # fmt: skip
+        noisy = [t + (torch.rand(t.shape, generator=generator) * 2 - 1) * level for t in photos]
         flips.append(int((engine.logits(noisy).argmax(1) != answers).sum()))
     return flips
 
@@ -194,16 +205,26 @@ def table(results: list[Measured]) -> list[str]:
     return rows
 
 
+def _levers(names: str) -> list[str]:
+    chosen = names.split(",")
+    if unknown := [name for name in chosen if name not in LEVERS]:
+        raise argparse.ArgumentTypeError(f"unknown lever {', '.join(unknown)}")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> None:
     """Measure every lever on both models and write the report."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-int8.md")
     parser.add_argument("--variants", default="1,2", help="EfficientNet-Lite variants")
-    parser.add_argument("--levers", choices=("all", "recipe"), default="all")
+    parser.add_argument(
+        "--levers", type=_levers, default=list(LEVERS), metavar="NAME,...",
+        help=f"levers to measure, of {', '.join(LEVERS)} (default: all)",
+    )  # fmt: skip
+    parser.add_argument("--speed-seconds", type=float, default=6.0, help="per lever: images/s")
     args = parser.parse_args(argv)
     variants = [int(v) for v in args.variants.split(",")]
-    levers = list(LEVERS) if args.levers == "all" else [RECIPE]
     files = calibration.identify(None, None)
     lines = report.header(
         "int8 against fp32 on real classifiers", "loadtest.int8_fidelity", argv,
@@ -211,9 +232,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{calibration.CROPS_PER_PHOTO} crops each; checked on the {len(files[1])} shipped "
         "held-out photos (server/engines/held_out/)",
     )  # fmt: skip
-    lines += ["", *table(measure(variants, levers)), ""]
-    for variant in variants:
-        flips = ", ".join(str(n) for n in noise_floor(variant))
+    measured = measure(variants, args.levers, args.speed_seconds)
+    lines += ["", *table([m for v in measured for m in v.levers]), ""]
+    for variant, result in zip(variants, measured, strict=True):
+        flips = ", ".join(str(n) for n in result.noise_flips)
         lines.append(
             f"- EfficientNet-Lite{variant} in fp32 against itself, pixels moved by up to "
             f"±1/255 (uniform, 3 seeds): {flips} of {len(files[1])} top-1 answers change"

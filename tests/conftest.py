@@ -83,10 +83,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.module not in slow_modules)
 
 
+#: Names the run's model cache to the processes pytest-xdist starts, which inherit it.
+SUITE_CACHE_VARIABLE = "TESTS_SUITE_MODEL_CACHE"
+
+
+def _suite_cache() -> Path:
+    """The run's model cache: made (and removed at exit) by the first process, shared after.
+
+    The cache writes each entry atomically, so the workers may fill it at once; a
+    model one worker converted or quantized is read by the others instead of redone.
+    """
+    if shared := os.environ.get(SUITE_CACHE_VARIABLE):
+        return Path(shared)
+    path = Path(tempfile.mkdtemp(prefix="batchserve-tests-cache-"))
+    atexit.register(shutil.rmtree, path, True)
+    os.environ[SUITE_CACHE_VARIABLE] = str(path)
+    return path
+
+
 #: The run's own model cache (not the developer's ~/.cache): a model the suite converted or
 #: quantized once is read from here after; tests of the cache itself pass their own.
-SUITE_CACHE = Path(tempfile.mkdtemp(prefix="batchserve-tests-cache-"))
-atexit.register(shutil.rmtree, SUITE_CACHE, True)
+SUITE_CACHE = _suite_cache()
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -25,6 +25,7 @@ from server.engines import MAX_TOP_K, BuiltEngine, Row
 from server.engines.contract import rows_from_logits
 from server.models import loading
 from server.models.plan import RuntimePlan
+from server.models.sources import served_name
 from server.models.torchvision_models import LoadedModel, resolve_weights, weights_preprocessing
 from server.service.preparation import Prepared
 
@@ -84,7 +85,7 @@ def describe_without_weights(settings: Settings) -> LoadedModel:
     choice = resolve_weights(settings.model, "random")
     spec = loading.configured_preprocessing(settings, weights_preprocessing(choice.entry))
     categories = tuple(choice.entry.meta["categories"])
-    model = LoadedModel(None, loading.served_name(settings), categories, spec)
+    model = LoadedModel(None, served_name(settings), categories, spec)
     return dataclasses.replace(model, output=settings.output)
 
 

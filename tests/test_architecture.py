@@ -65,9 +65,12 @@ def test_the_web_layer_imports_no_torch_no_pillow_and_no_numpy() -> None:
     assert not loaded & {"torch", "torchvision", "PIL", "numpy", "openvino"}, loaded
 
 
-@pytest.mark.parametrize("package", ["server.models", "server.engines", "server.service"])
-def test_model_engine_and_service_code_import_no_web_framework(package: str) -> None:
-    loaded = _modules_loaded_by(_modules_of(package))
+def test_model_engine_and_service_code_import_no_web_framework() -> None:
+    """All three packages' modules in one fresh interpreter: none may bring a web framework."""
+    modules = [
+        m for p in ("server.models", "server.engines", "server.service") for m in _modules_of(p)
+    ]
+    loaded = _modules_loaded_by(modules)
     assert not loaded & {"fastapi", "starlette", "uvicorn", "prometheus_client"}, loaded
 
 

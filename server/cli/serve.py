@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"batchserve: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    from server.cli.precheck import refusal
+
+    if (status := refusal(settings)) is not None:
+        return status
     # Torch, the engines and the app load only now that there is something to serve.
     from server.cli.startup import serve_until_stopped
 

@@ -13,16 +13,15 @@ from typing import Final
 
 from server.cli.interrupt import Interrupted
 from server.cli.serve import EXIT_CONFIG, EXIT_MODEL
-from server.config import Settings, unknown_variables, variable_names
+from server.config import Settings
 from server.engines.errors import CalibrationError, Int8FidelityError
+from server.models.errors import ModelConfigError, ModelLoadError
 from server.models.loading import download_weights
 from server.models.plan import DeviceError, resolve_plan
 from server.models.repository import ModelSpec, default_model, model_specs
-from server.models.torchvision_models import ModelConfigError, ModelLoadError
 from server.service.preparation import prepare_in_compute_thread
 from server.service.registry import ModelPlan
 from server.web.app import create_app
-from server.web.logs import configure_logging
 from server.web.serving import serve
 
 logger = logging.getLogger("batchserve")
@@ -65,10 +64,10 @@ def _prepare(spec: ModelSpec, *, several: bool) -> ModelPlan:
 
 
 def serve_until_stopped(settings: Settings) -> int:
-    """Preflight every model, then serve; 0 after a drained shutdown, else :func:`exit_status`."""
-    configure_logging(settings.log_level, settings.log_format)
-    for warning in unknown_variables(variable_names()):
-        logger.warning(warning)
+    """Preflight every model, then serve; 0 after a drained shutdown, else :func:`exit_status`.
+
+    Logging is set up already (:func:`server.cli.precheck.refusal`).
+    """
     try:
         models = preflight(settings)
     except STARTUP_ERRORS as exc:

@@ -25,8 +25,9 @@ from server.config import Settings
 from server.engines import calibration, int8
 from server.engines.contract import MAX_TOP_K, BuiltEngine, Row, rows_from_logits
 from server.engines.model_cache import ModelCache, cache_key
+from server.models.errors import ModelLoadError
 from server.models.plan import RuntimePlan
-from server.models.torchvision_models import LoadedModel, ModelLoadError
+from server.models.torchvision_models import LoadedModel
 
 logger = logging.getLogger(__name__)
 

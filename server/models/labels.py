@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from server.models.torchvision_models import ModelLoadError
+from server.models.errors import ModelLoadError
 
 
 def read_labels(path: Path) -> tuple[str, ...]:

@@ -18,13 +18,14 @@ from typing import Final
 import torch
 from torchvision.models import ResNet50_Weights
 
-from server.config import MODEL_NAME_PATTERN, Settings, is_model_path
+from server.config import Settings, is_model_path
 from server.models import model_files
+from server.models.errors import ModelLoadError
 from server.models.labels import check_count, read_labels
 from server.models.preprocess import PreprocessSpec
+from server.models.sources import served_name
 from server.models.torchvision_models import (
     LoadedModel,
-    ModelLoadError,
     ensure_weights,
     generated_labels,
     load_torchvision_model,
@@ -72,19 +73,6 @@ def download_weights(settings: Settings) -> None:
     """Download a torchvision model's registry weights once (model files are local)."""
     if not is_model_path(settings.model):
         ensure_weights(resolve_weights(settings.model, settings.weights))
-
-
-def served_name(settings: Settings) -> str:
-    """BATCHSERVE_MODEL_NAME, else the torchvision name or the file's stem (checked)."""
-    if settings.model_name:
-        return settings.model_name
-    name = Path(settings.model).stem if is_model_path(settings.model) else settings.model
-    if not MODEL_NAME_PATTERN.match(name):
-        raise ModelLoadError(
-            f"the file name {name!r} is not a valid model name (letters, digits, '_', '.', "
-            "'-'): set BATCHSERVE_MODEL_NAME"
-        )
-    return name
 
 
 def configured_preprocessing(settings: Settings, default: PreprocessSpec) -> PreprocessSpec:

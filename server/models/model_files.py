@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from server.config import FILE_SOURCES, MODEL_FILE_SUFFIXES
-from server.models.torchvision_models import ModelConfigError, ModelLoadError
+from server.models.errors import ModelLoadError
+from server.models.sources import source_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,21 +32,6 @@ class ModelFile:
     fixed_size: tuple[int, int] | None = None
     #: The batch size when the file fixes it (an export without a dynamic batch dimension).
     fixed_batch: int | None = None
-
-
-def source_of(path: Path) -> str:
-    """The source kind for a path; a clear error for a missing file or unknown extension."""
-    suffix = path.suffix.lower()
-    if suffix not in FILE_SOURCES:
-        raise ModelConfigError(
-            f"BATCHSERVE_MODEL={path}: unknown model file type {suffix or '(none)'!r}; "
-            f"expected one of {', '.join(MODEL_FILE_SUFFIXES)} (TorchScript, torch.export, "
-            "ONNX). A state_dict (.pth) is served with BATCHSERVE_MODEL=<torchvision "
-            "architecture> and BATCHSERVE_WEIGHTS=<the file>."
-        )
-    if not path.is_file():
-        raise ModelConfigError(f"BATCHSERVE_MODEL={path}: no such file")
-    return FILE_SOURCES[suffix]
 
 
 def read_model_file(path: Path) -> ModelFile:

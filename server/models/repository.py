@@ -22,8 +22,8 @@ from server.config import (
     SettingsError,
     with_model_settings,
 )
-from server.models.loading import served_name
-from server.models.torchvision_models import ModelConfigError
+from server.models.errors import ModelConfigError
+from server.models.sources import served_name
 
 CONFIG_FILE: Final = "config.toml"
 LABELS_FILE: Final = "labels.txt"

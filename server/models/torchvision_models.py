@@ -22,6 +22,7 @@ import torchvision.models
 from torch import nn
 from torchvision.models import Weights, WeightsEnum, get_model, get_model_weights, list_models
 
+from server.models.errors import ModelConfigError, ModelLoadError
 from server.models.preprocess import PreprocessSpec
 
 logger = logging.getLogger(__name__)
@@ -31,18 +32,6 @@ RANDOM: Final = "random"
 RANDOM_SEED: Final = 0
 _DOWNLOAD_TIMEOUT_S: Final = 60.0
 _HASH_READ_BYTES: Final = 1024 * 1024
-
-
-class ModelLoadError(Exception):
-    """The model or its weights cannot be loaded; the message names the remedy."""
-
-
-class ModelConfigError(ModelLoadError):
-    """The settings name a model, weights or repository that does not exist or is malformed.
-
-    A configuration error (exit status 2), where a :class:`ModelLoadError` is a
-    model that exists but fails to load (exit status 3).
-    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,7 +81,7 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
     parameters = _object(request.get("parameters"), "parameters")
     inputs = _inputs(request["inputs"], memoryview(body)[json_size:])
     binary_default = bool(parameters.get("binary_data_output", False))
-    outputs = [_output(o, binary_default) for o in request.get("outputs") or []]
+    outputs = [_output(o, binary_default) for o in _list(request.get("outputs"), "outputs")]
     timeout = parameters.get("timeout")
     if timeout is not None and not _is_count(timeout, minimum=1):
         raise ProtocolError("parameter 'timeout' must be a positive number of microseconds")
@@ -113,6 +113,14 @@ def _object(value: object, what: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise ProtocolError(f"'{what}' must be an object")
+    return value
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ProtocolError(f"'{what}' must be a list")
     return value
 
 

@@ -322,7 +322,7 @@ def test_an_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_a_mistyped_variable_is_a_startup_warning(tmp_path: Path) -> None:
     stderr = _refused_start(
-        [BATCHSERVE], tmp_path, weights=str(tmp_path / "missing.pth"), max_bach_size="4",
+        [BATCHSERVE], tmp_path, model=str(tmp_path / "absent.pt2"), max_bach_size="4",
         image_tag="latest",
     )  # fmt: skip
     assert "BATCHSERVE_MAX_BACH_SIZE is not a batchserve setting" in stderr

@@ -65,10 +65,12 @@ HEAVY = {"torch", "torchvision", "openvino", "nncf", "PIL", "numpy", "fastapi", 
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["serve", "--help"], ["quantize", "--help"], ["--version"],
-     ["predict", "tests/data/cat.jpg", "--url", "http://127.0.0.1:9"]],
-    ids=["help", "serve-help", "quantize-help", "version", "predict"],
+     ["predict", "tests/data/cat.jpg", "--url", "http://127.0.0.1:9"],
+     ["serve", "--model", "absent.pt2"], ["--model-repository", "no-such-folder"]],
+    ids=["help", "serve-help", "quantize-help", "version", "predict", "absent-file",
+         "absent-repository"],
 )  # fmt: skip
-def test_help_version_and_predict_load_no_model_code(argv: list[str]) -> None:
+def test_help_version_predict_and_refused_settings_load_no_model_code(argv: list[str]) -> None:
     """The modules a fresh interpreter has loaded when the command has answered."""
     code = (
         "import sys\nfrom server.cli import main\n"

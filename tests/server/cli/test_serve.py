@@ -7,8 +7,8 @@ import pytest
 from server.cli.serve import EXIT_CONFIG, EXIT_MODEL
 from server.cli.startup import STARTUP_ERRORS, exit_status
 from server.engines.errors import CalibrationError, Int8FidelityError
+from server.models.errors import ModelConfigError, ModelLoadError
 from server.models.plan import DeviceError
-from server.models.torchvision_models import ModelConfigError, ModelLoadError
 
 
 @pytest.mark.parametrize(

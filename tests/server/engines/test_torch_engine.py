@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from server.engines import MAX_TOP_K, TorchEngine
-from server.models.torchvision_models import load_torchvision_model, resolve_weights
+from server.models.loading import IMAGENET_SPEC
+from server.models.torchvision_models import LoadedModel, load_torchvision_model, resolve_weights
 
 #: A real model or a server process: make test-fast skips these.
 pytestmark = pytest.mark.slow
@@ -61,9 +62,19 @@ def test_warm_up_runs_every_batch_size(engine: TorchEngine, monkeypatch) -> None
     assert sizes == [1, 2, 3]
 
 
-def test_the_compiled_path_pads_to_buckets_and_matches_eager(tmp_path) -> None:
+def _small_convnet(classes: int = 32) -> LoadedModel:
+    """A two-layer network: inductor compiles it in seconds (a torchvision one takes a minute)."""
     torch.manual_seed(0)
-    model = load_torchvision_model(resolve_weights("mobilenet_v3_small", "random"))
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(8, classes),
+    )  # fmt: skip
+    labels = tuple(f"class {i}" for i in range(classes))
+    return LoadedModel(module.eval(), "small", labels, IMAGENET_SPEC)
+
+
+def test_the_compiled_path_pads_to_buckets_and_matches_eager(tmp_path) -> None:
+    model = _small_convnet()
     eager = TorchEngine(model, CPU, "fp32")
     items = [torch.randn(3, 224, 224) for _ in range(3)]
     expected = eager.run(items)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from server.models.errors import ModelLoadError
 from server.models.labels import check_count, read_labels
-from server.models.torchvision_models import ModelLoadError
 
 
 def test_one_label_per_line(tmp_path: Path) -> None:

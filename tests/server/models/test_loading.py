@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from loadtest.exports import exported_with_fixed_batch
-from server.models.loading import IMAGENET_SPEC, load_model, served_name
-from server.models.torchvision_models import ModelLoadError
+from server.models.errors import ModelLoadError
+from server.models.loading import IMAGENET_SPEC, load_model
+from server.models.sources import served_name
 from tests.conftest import make_settings, tiny_classifier
 
 #: A real model or a server process: make test-fast skips these.

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from loadtest.exports import exported_with_fixed_batch
-from server.models.model_files import read_model_file, source_of
-from server.models.torchvision_models import ModelLoadError
+from server.models.errors import ModelLoadError
+from server.models.model_files import read_model_file
+from server.models.sources import source_of
 from tests.conftest import tiny_classifier
 
 #: A real model or a server process: make test-fast skips these.

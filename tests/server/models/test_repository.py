@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from server.models.errors import ModelConfigError, ModelLoadError
 from server.models.repository import default_model, model_specs
-from server.models.torchvision_models import ModelConfigError, ModelLoadError
 from tests.conftest import make_settings
 
 

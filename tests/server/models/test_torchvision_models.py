@@ -14,8 +14,8 @@ import pytest
 import torch
 from torchvision.models import Weights, get_model, get_model_weights
 
+from server.models.errors import ModelLoadError
 from server.models.torchvision_models import (
-    ModelLoadError,
     WeightsChoice,
     cached_weights_path,
     ensure_weights,

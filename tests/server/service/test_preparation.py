@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from server.engines import MAX_TOP_K
+from server.models.errors import ModelConfigError
 from server.models.plan import resolve_plan
-from server.models.torchvision_models import ModelConfigError
 from server.service.preparation import prepare_in_compute_thread
 from tests.conftest import make_settings
 

@@ -55,6 +55,9 @@ def test_json_and_binary_inputs_are_read() -> None:
     (b'{"inputs": []}', "999", "Inference-Header-Content-Length"),
     (b'{"inputs": [], "id": 3}', None, "'id' must be a string"),
     (b'{"inputs": [], "outputs": [3]}', None, "output must be an object"),
+    # Found by the properties test: a number where the list belongs was a TypeError (a 500).
+    (b'{"inputs": [], "outputs": 1}', None, "'outputs' must be a list"),
+    (b'{"inputs": [], "outputs": "PROBABILITIES"}', None, "'outputs' must be a list"),
     (b'{"inputs": [], "outputs": [{"name": "P", "parameters": {"classification": -1}}]}',
      None, "'classification'"),
     (b'{"inputs": [], "parameters": {"timeout": -5}}', None, "'timeout'"),

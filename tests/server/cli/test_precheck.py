@@ -1,0 +1,77 @@
+"""The settings' own mistakes, found before torch loads: the same message, the same status."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from server.cli import precheck
+from server.cli.precheck import check_settings, refusal
+from server.cli.startup import exit_status
+from server.models.errors import ModelLoadError
+from tests.conftest import make_settings
+
+
+@pytest.fixture(autouse=True)
+def logging_set_up(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """The calls to configure logging (left to pytest here, whose capture it would replace)."""
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(precheck, "configure_logging", lambda *args: calls.append(args))
+    return calls
+
+
+def _repository(root: Path, folders: dict[str, list[str]]) -> Path:
+    for name, files in folders.items():
+        (root / name).mkdir(parents=True)
+        for file in files:
+            (root / name / file).write_bytes(b"x")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"model": "model.h5"}, "unknown model file type '.h5'"),
+        ({"model": "absent.pt2"}, "absent.pt2: no such file"),
+        ({"model": "my net!.onnx"}, "is not a valid model name"),
+        ({"model_repository": "nowhere"}, "nowhere: no such folder"),
+        ({"model_repository": {"twice": ["model.ts", "model.onnx"]}}, "several model files"),
+        ({"model_repository": {"x": ["model.ts"], "y": ["model.ts"]}},
+         "several models are served (x, y)"),
+        ({"model_repository": {"x": ["model.ts"]}, "default_model": "z"}, "z is not served"),
+    ],
+)  # fmt: skip
+def test_each_mistake_is_refused_with_the_loading_steps_own_message_and_status(
+    tmp_path: Path, settings: dict[str, object], message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    values = dict(settings)
+    if isinstance(values.get("model"), str):
+        values["model"] = str(tmp_path / str(values["model"]))
+    repository = values.get("model_repository")
+    if isinstance(repository, dict):
+        values["model_repository"] = _repository(tmp_path / "models", repository)
+    elif repository is not None:
+        values["model_repository"] = tmp_path / str(repository)
+    chosen = make_settings(**values)
+    with pytest.raises(
+        ModelLoadError, match=message.replace("(", r"\(").replace(")", r"\)")
+    ) as err:
+        check_settings(chosen)
+    with caplog.at_level(logging.ERROR, logger="batchserve"):
+        assert refusal(chosen) == exit_status(err.value)
+    assert f"cannot start: {err.value}" in caplog.text
+
+
+def test_a_served_model_file_or_repository_passes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, logging_set_up: list[tuple[str, str]]
+) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"not read here")
+    repository = _repository(tmp_path / "models", {"a": ["model.ts"], "b": ["model.pt2"]})
+    with caplog.at_level(logging.ERROR, logger="batchserve"):
+        assert refusal(make_settings(model=str(tmp_path / "model.onnx"))) is None
+        assert refusal(make_settings(model_repository=repository, default_model="b")) is None
+        assert refusal(make_settings(model="resnet50")) is None  # a name: checked when loading
+    assert caplog.text == ""
+    assert logging_set_up == [("info", "text")] * 3  # before anything is checked
