@@ -23,9 +23,10 @@ import torch
 import torchvision
 import uvicorn
 from fastapi import FastAPI
+from filelock import FileLock
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.exports import export
+from loadtest.exports import SOURCES, export
 from server.config import Settings
 from server.service.registry import ModelRegistry
 from server.service.unit import ModelUnit
@@ -300,10 +301,29 @@ def tiny_classifier(classes: int = 12) -> torch.nn.Module:
     return torchvision.models.resnet18(num_classes=classes).eval()
 
 
+def exported_once(
+    factory: pytest.TempPathFactory, name: str, module: Callable[[], torch.nn.Module], crop: int
+) -> dict[str, Path]:
+    """``module()`` as model.ts, .pt2 and .onnx, exported by one process of the run for all.
+
+    Under pytest-xdist every worker needs the files; the first to take the lock
+    exports them into the run's shared temporary folder, the others read them
+    there (the same bytes, so the model cache's entries made from them are shared too).
+    """
+    base = factory.getbasetemp()
+    # A worker's folder is popen-gwN inside the run's own: that one the workers share.
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / f"exported-{name}"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "done").is_file():
+            export(module(), shared, crop)
+            (shared / "done").touch()
+    return {kind: shared / f"model.{kind}" for kind in SOURCES}
+
+
 @pytest.fixture(scope="session")
 def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The tiny (ResNet-18) 12-class classifier as model.ts, .pt2 and .onnx (224x224 input)."""
-    return export(tiny_classifier(), tmp_path_factory.mktemp("tiny"), 224)
+    return exported_once(tmp_path_factory, "tiny", tiny_classifier, 224)
 
 
 @pytest.fixture(scope="session")
@@ -311,4 +331,4 @@ def effnet_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The pretrained EfficientNet-Lite1 (ImageNet) as model.ts, model.pt2 and model.onnx."""
     from loadtest.int8_fidelity import efficientnet_lite1_module
 
-    return export(efficientnet_lite1_module(), tmp_path_factory.mktemp("effnet"), 240)
+    return exported_once(tmp_path_factory, "effnet", efficientnet_lite1_module, 240)
