@@ -42,14 +42,16 @@ tools:
 	./scripts/ensure-tools.sh
 
 # The suite runs on every core (pytest-xdist); TEST_WORKERS=0 runs it in this one process.
+# A file's tests run in one worker, so its module-scoped models are built once, not per worker.
 TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 test: lint typecheck tools
-	$(BIN)/pytest -n $(TEST_WORKERS) --cov --cov-report=term --durations=20
+	$(BIN)/pytest $(XDIST) --cov --cov-report=term --durations=20
 
 # The day-to-day loop: everything but the tests marked slow (a real model, a server process,
 # a benchmark); CI runs `make test`, which runs them all.
 test-fast: lint typecheck
-	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow" -q
+	$(BIN)/pytest $(XDIST) -m "not slow" -q
 
 # Locust, headless, against a running server: make loadtest URL=http://host:8000 USERS=8 DURATION=60s
 URL ?= http://127.0.0.1:8000

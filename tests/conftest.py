@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """
     slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.module not in slow_modules)
+    # xdist's file-by-file scheduling (make test) keys tests by node id: of tests that share
+    # one (as schemathesis's ``schema.parametrize()`` items do under pytest 9) it runs one.
+    shared = [nodeid for nodeid, n in Counter(i.nodeid for i in items).items() if n > 1]
+    if shared:
+        raise pytest.UsageError(f"tests that share a node id, which xdist would run once: {shared}")
 
 
 #: Names the run's model cache to the processes pytest-xdist starts, which inherit it.
