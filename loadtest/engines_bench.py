@@ -3,8 +3,11 @@ baseline a user would write first, on this machine, in one run.
 
 Sections (``--sections``, comma-separated, so one part can be rerun):
 
+- ``preprocess``: each step from an upload's bytes to the engine's uint8 crop,
+  per image on one core, for the benchmark JPEG and a 12-megapixel photo, with
+  the routes not taken (full-size decode, normalising on the decode thread).
 - ``raw``: forward throughput of every installed engine x precision x batch size
-  (the engine alone, as the server builds it: no HTTP, no decode).
+  (the engine alone, as the server builds it: uint8 crops in, no HTTP, no decode).
 - ``servers``: closed-loop HTTP load (the benchmark JPEG) on the naive baseline
   (:mod:`loadtest.naive_server`), batchserve's defaults and batchserve int8,
   one after the other, with p50/p99 and /health p99 probed from another process.
@@ -35,10 +38,13 @@ from loadtest.client import LoadResult, closed_loop
 from loadtest.process import free_port, rss_mb, start_server
 from server.config import Settings
 from server.models.plan import cpu_has_fast_bf16, resolve_plan
+from server.models.torchvision_models import resolve_weights, weights_preprocessing
 from server.service.preparation import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("raw", "servers")
+SECTIONS = ("preprocess", "raw", "servers")
+#: The second photo of the preprocessing table: large enough for JPEG draft scaling.
+LARGE_PHOTO: Final = ROOT / "tests" / "data" / "rocket_12mp.jpg"
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
@@ -59,6 +65,21 @@ def _variants() -> list[tuple[str, str]]:
     precisions = ["fp32", "bf16"] if cpu_has_fast_bf16() else ["fp32"]
     pairs = [(engine, p) for engine in ("torch", "openvino") for p in precisions]
     return [*pairs, ("openvino", "int8")]
+
+
+def preprocess_table(model: str, photos: list[Path]) -> list[str]:
+    """Markdown rows: each preprocessing step's milliseconds, one column per photo."""
+    settings = Settings.model_validate({"model": model, "weights": "random"})
+    spec = weights_preprocessing(resolve_weights(model, "random").entry)
+    steps = [
+        model_bench.preprocess_steps(spec, path.read_bytes(), settings.max_image_pixels)
+        for path in photos
+    ]
+    rows = ["| step | " + " | ".join(f"{path.name} ms" for path in photos) + " |",
+            "|---|" + "---:|" * len(photos)]  # fmt: skip
+    for n, (name, _) in enumerate(steps[0]):
+        rows.append(f"| {name} | " + " | ".join(f"{photo[n][1]:.2f}" for photo in steps) + " |")
+    return rows
 
 
 def raw_table(model: str, batch_sizes: list[int], seconds: float) -> list[str]:
@@ -235,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
         "Engines and baselines on this machine", "loadtest.engines_bench", argv,
         f"model: {args.model} (random weights; speed does not depend on their values)",
     )  # fmt: skip
+    if "preprocess" in sections:
+        lines += ["", "## Preprocessing, step by step (one core, per image)", "",
+                  *preprocess_table(args.model, [args.image, LARGE_PHOTO])]  # fmt: skip
     if "raw" in sections:
         sizes = [int(n) for n in args.batch_sizes.split(",")]
         lines += ["", "## Raw engines (images/s, no HTTP, no decode)", "",

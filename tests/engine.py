@@ -18,12 +18,13 @@ import threading
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from server.config import Settings
-from server.engines import MAX_TOP_K, BuiltEngine, Row
+from server.engines import MAX_TOP_K, BuiltEngine, ModelInput, Row
 from server.engines.contract import rows_from_logits
-from server.models import loading
+from server.models import loading, preprocess
 from server.models.plan import RuntimePlan
 from server.models.sources import served_name
 from server.models.torchvision_models import LoadedModel, resolve_weights, weights_preprocessing
@@ -56,8 +57,12 @@ class MeanPixelEngine:
         #: torch's thread count in the inference thread, at each forward pass.
         self.threads_seen: list[int] = []
 
-    def run(self, batch: Sequence[torch.Tensor]) -> list[Row]:
-        """One row per item, ranked; the most probable class follows the mean pixel."""
+    def run(self, batch: Sequence[ModelInput]) -> list[Row]:
+        """One row per item, ranked; the most probable class follows the mean normalised pixel.
+
+        A crop is normalised as a real engine's graph would, so an upload and its
+        PIXELS tensor get the same answer.
+        """
         began = time.perf_counter()
         self.batch_sizes.append(len(batch))
         self.started.release()
@@ -69,12 +74,17 @@ class MeanPixelEngine:
             raise self.failure
         self.threads_seen.append(torch.get_num_threads())
         classes = self.model.num_classes
-        means = torch.stack([item.float().mean() for item in batch])
+        means = torch.stack([self._normalised(item).float().mean() for item in batch])
         # Normalised pixels lie in about [-2.2, 2.7]; the sigmoid spreads them over the classes.
         peaks = torch.sigmoid(means) * (classes - 1)
         distance = (torch.arange(classes).unsqueeze(0) - peaks.unsqueeze(1)).abs()
         scores = (-distance).numpy()
         return rows_from_logits(scores, len(batch), MAX_TOP_K, time.perf_counter() - began)
+
+    def _normalised(self, item: ModelInput) -> torch.Tensor:
+        if isinstance(item, np.ndarray):
+            return preprocess.normalise(item, self.model.preprocessing)
+        return item
 
     def warm_up(self, max_batch_size: int) -> None:
         """Nothing to compile; the contract asks only that it returns."""

@@ -8,7 +8,7 @@ blocking and may take seconds; the command line runs it before uvicorn starts.
 from __future__ import annotations
 
 from server.config import Settings
-from server.engines.contract import MAX_TOP_K, BuiltEngine, Engine, Row
+from server.engines.contract import MAX_TOP_K, BuiltEngine, Crop, Engine, ModelInput, Row
 from server.engines.torch_engine import TorchEngine
 from server.models.plan import RuntimePlan
 from server.models.torchvision_models import LoadedModel
@@ -16,7 +16,9 @@ from server.models.torchvision_models import LoadedModel
 __all__ = [
     "MAX_TOP_K",
     "BuiltEngine",
+    "Crop",
     "Engine",
+    "ModelInput",
     "Row",
     "TorchEngine",
     "build_engine",

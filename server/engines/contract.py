@@ -1,16 +1,21 @@
-"""What every engine promises: a batch of preprocessed images in, one ranked row per image out.
+"""What every engine promises: a batch of images in, one ranked row per image out.
 
 An engine is built once for a model and a runtime plan, warmed up at every
 batch size the batcher can form, then called from the inference workers'
 threads, each call one batched forward pass. Rows never include padding.
+
+An item is either a decoded image's crop (``crop x crop x 3`` uint8 RGB, what
+the decode pool hands over; the engine scales and normalises it inside its
+own graph) or the model's float input itself (``3 x crop x crop``, already
+normalised, as the Open Inference Protocol's PIXELS tensor sends it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +24,21 @@ import torch
 from server.config import MAX_TOP_K
 from server.models.torchvision_models import LoadedModel
 
-__all__ = ["MAX_TOP_K", "BuiltEngine", "Engine", "Row", "rows_from_logits"]
+__all__ = [
+    "MAX_TOP_K",
+    "BuiltEngine",
+    "Crop",
+    "Engine",
+    "ModelInput",
+    "Row",
+    "logits_by_kind",
+    "rows_from_logits",
+]
+
+#: A decoded image, resized and cropped: ``crop x crop x 3`` uint8 RGB.
+Crop: TypeAlias = npt.NDArray[np.uint8]
+#: What a batch holds: crops, or the model's normalised ``3 x crop x crop`` float input.
+ModelInput: TypeAlias = Crop | torch.Tensor
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +67,12 @@ class Engine(Protocol):
         """The engine library's version, for /info and ``batchserve_model_info``."""
         ...
 
-    def run(self, batch: Sequence[torch.Tensor]) -> list[Row]:
-        """Classify preprocessed ``3 x H x W`` tensors; one row per item, in order."""
+    def run(self, batch: Sequence[ModelInput]) -> list[Row]:
+        """Classify crops or normalised tensors (mixed or not); one row per item, in order."""
         ...
 
     def warm_up(self, max_batch_size: int) -> None:
-        """Run every batch size the batcher can form once, before the server is ready."""
+        """Run every batch size the batcher can form once (crops), before the server is ready."""
         ...
 
 
@@ -64,6 +83,29 @@ class BuiltEngine:
     engine: Engine
     fidelity: dict[str, float] | None = None
     cache_entry: Path | None = None
+
+
+def logits_by_kind(
+    batch: Sequence[ModelInput],
+    crops: Callable[[Sequence[Crop]], npt.NDArray[np.float32]],
+    tensors: Callable[[Sequence[torch.Tensor]], npt.NDArray[np.float32]],
+) -> npt.NDArray[np.float32]:
+    """One ``batch x classes`` array from a batch that may mix crops and normalised tensors.
+
+    Each kind has its own graph, so a mixed batch (an image upload and a PIXELS
+    request collected together) runs as one pass per kind, rows put back in order.
+    """
+    crop_items = [item for item in batch if isinstance(item, np.ndarray)]
+    tensor_items = [item for item in batch if isinstance(item, torch.Tensor)]
+    if not tensor_items:
+        return crops(crop_items)
+    if not crop_items:
+        return tensors(tensor_items)
+    is_crop = np.array([isinstance(item, np.ndarray) for item in batch])
+    crop_rows, tensor_rows = crops(crop_items), tensors(tensor_items)
+    logits = np.empty((len(batch), crop_rows.shape[1]), dtype=np.float32)
+    logits[is_crop], logits[~is_crop] = crop_rows, tensor_rows
+    return logits
 
 
 def rows_from_logits(

@@ -1,10 +1,16 @@
 """The OpenVINO engine (CPU): fp32, bf16 or int8, one stream per worker.
 
 The torch model is converted to OpenVINO's representation with a dynamic batch
-dimension, compiled once for the CPU with the precision, streams and threads
-of the runtime plan, and run through one infer request per worker thread.
-OpenVINO runs bf16 by default on CPUs that have it; the precision hint is
-always set, so the plan's precision is what runs.
+dimension, compiled for the CPU with the precision, streams and threads of the
+runtime plan, and run through one infer request per worker thread. OpenVINO
+runs bf16 by default on CPUs that have it; the precision hint is always set,
+so the plan's precision is what runs.
+
+Decoded images arrive as uint8 crops: the served graph takes ``N x crop x crop
+x 3`` uint8 and converts, normalises and transposes inside itself (OpenVINO's
+preprocessing API), so the decode threads do no float work. Normalised float
+tensors (the Open Inference Protocol's PIXELS input) run the graph without
+that step, compiled the first time one arrives.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,13 +26,23 @@ import numpy as np
 import numpy.typing as npt
 import openvino as ov
 import torch
+from openvino.preprocess import PrePostProcessor
 
 from server.config import Settings
 from server.engines import calibration, int8
-from server.engines.contract import MAX_TOP_K, BuiltEngine, Row, rows_from_logits
+from server.engines.contract import (
+    MAX_TOP_K,
+    BuiltEngine,
+    Crop,
+    ModelInput,
+    Row,
+    logits_by_kind,
+    rows_from_logits,
+)
 from server.engines.model_cache import ModelCache, cache_key
 from server.models.errors import ModelLoadError
 from server.models.plan import RuntimePlan
+from server.models.preprocess import PreprocessSpec
 from server.models.torchvision_models import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -85,42 +101,104 @@ def compile_for_cpu(
     return ov.Core().compile_model(model, "CPU", config)
 
 
+def with_crop_input(graph: ov.Model, spec: PreprocessSpec) -> ov.Model:
+    """A copy of ``graph`` that takes uint8 ``N x crop x crop x 3`` RGB crops.
+
+    The added steps compute torchvision's ``x / 255``, ``(x - mean) / std`` as
+    one subtraction and one division by 255-scaled constants (the same values
+    up to float rounding), then the NHWC to NCHW transpose; the CPU plugin
+    fuses them into the first layer's work.
+    """
+    processor = PrePostProcessor(graph.clone())
+    item = processor.input(0)
+    item.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    item.model().set_layout(ov.Layout("NCHW"))
+    item.preprocess().convert_element_type(ov.Type.f32).mean([255.0 * m for m in spec.mean]).scale(
+        [255.0 * s for s in spec.std]
+    )
+    return processor.build()
+
+
+class _Compiled:
+    """A graph compiled for the CPU the first time it runs; one infer request per thread."""
+
+    def __init__(
+        self, graph: Callable[[], ov.Model], precision: str, workers: int, threads: int
+    ) -> None:
+        self._graph = graph
+        self._settings = (precision, workers, threads)
+        self._compiled: ov.CompiledModel | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def infer(self, inputs: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """The graph's first output for ``inputs``, copied out of OpenVINO's buffer."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled().create_infer_request()
+        output = request.infer({0: inputs})[0]
+        return np.array(output, dtype=np.float32, copy=True)
+
+    def compiled(self) -> ov.CompiledModel:
+        """The compiled model, compiling it now if nothing has run yet."""
+        with self._lock:
+            if self._compiled is None:
+                self._compiled = compile_for_cpu(self._graph(), *self._settings)
+            return self._compiled
+
+
 class OpenVinoEngine:
-    """Runs batches on a compiled OpenVINO model; thread-safe, one infer request per thread."""
+    """Runs batches of a converted model on the CPU; thread-safe, one infer request per thread.
+
+    ``graph`` takes normalised float input; the crops' graph is built from it.
+    Each is compiled with ``workers`` streams of ``threads_per_worker`` threads
+    when it first runs (:meth:`warm_up` runs the crops' one).
+    """
 
     name = "openvino"
 
-    def __init__(self, model: LoadedModel, compiled: ov.CompiledModel, precision: str) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        graph: ov.Model,
+        precision: str,
+        workers: int = 1,
+        threads_per_worker: int = 1,
+    ) -> None:
         self.model = model
         self.precision = precision
-        self._compiled = compiled
         self._top_k = min(MAX_TOP_K, model.num_classes)
         self._softmax = model.output == "logits"
-        self._local = threading.local()
+        spec, settings = model.preprocessing, (precision, workers, threads_per_worker)
+        self._tensors = _Compiled(lambda: graph, *settings)
+        self._crops = _Compiled(lambda: with_crop_input(graph, spec), *settings)
 
     @property
     def version(self) -> str:
         """OpenVINO's version."""
         return str(ov.__version__)
 
-    def _request(self) -> ov.InferRequest:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self._compiled.create_infer_request()
-        return request
+    def compile(self) -> OpenVinoEngine:
+        """Compile the crops' graph now (it would be compiled when it first runs)."""
+        self._crops.compiled()
+        return self
 
-    def logits(self, batch: Sequence[torch.Tensor]) -> npt.NDArray[np.float32]:
+    def logits(self, batch: Sequence[ModelInput]) -> npt.NDArray[np.float32]:
         """The model's raw output for a batch (``batch x classes``, float32).
 
         Stacked and copied out in NumPy: no torch call, so torch's OpenMP team
         never wakes up beside OpenVINO's threads.
         """
-        inputs = np.stack([item.numpy() for item in batch])
-        output = self._request().infer({0: inputs})[0]
-        return np.array(output, dtype=np.float32, copy=True)
+        return logits_by_kind(batch, self._crop_logits, self._tensor_logits)
 
-    def run(self, batch: Sequence[torch.Tensor]) -> list[Row]:
-        """Classify a batch of preprocessed ``3 x H x W`` tensors; one row per item, in order."""
+    def _crop_logits(self, crops: Sequence[Crop]) -> npt.NDArray[np.float32]:
+        return self._crops.infer(np.stack(crops))
+
+    def _tensor_logits(self, tensors: Sequence[torch.Tensor]) -> npt.NDArray[np.float32]:
+        return self._tensors.infer(np.stack([item.numpy() for item in tensors]))
+
+    def run(self, batch: Sequence[ModelInput]) -> list[Row]:
+        """Classify crops or normalised tensors; one row per item, in order."""
         started = time.perf_counter()
         logits = self.logits(batch)
         elapsed = time.perf_counter() - started
@@ -129,20 +207,26 @@ class OpenVinoEngine:
     def warm_up(self, max_batch_size: int) -> None:
         """Every batch size once: OpenVINO prepares kernels for each new input shape."""
         crop = self.model.preprocessing.crop_size
-        example = torch.zeros(3, crop, crop)
+        example = np.zeros((crop, crop, 3), dtype=np.uint8)
         for size in range(1, max_batch_size + 1):
             self.run([example] * size)
 
 
 def build(model: LoadedModel, plan: RuntimePlan, settings: Settings) -> BuiltEngine:
-    """Converted (or read from the cache), quantized for int8, compiled: ready to warm up."""
+    """Converted (or read from the cache), quantized for int8, compiled: ready to warm up.
+
+    The crops' graph, which serves uploads, is compiled here, so a model the CPU
+    plugin refuses fails the start; the PIXELS graph compiles when first used.
+    """
+    streams = (plan.workers, plan.threads_per_worker)
     if plan.precision != "int8":
-        fp32 = converted(model, settings.cache_dir)
-        compiled = compile_for_cpu(fp32, plan.precision, plan.workers, plan.threads_per_worker)
-        return BuiltEngine(OpenVinoEngine(model, compiled, plan.precision))
+        engine = OpenVinoEngine(
+            model, converted(model, settings.cache_dir), plan.precision, *streams
+        )
+        return BuiltEngine(engine.compile())
     quantized, report, entry = int8_model(model, plan, settings)
-    compiled = compile_for_cpu(quantized, "int8", plan.workers, plan.threads_per_worker)
-    return BuiltEngine(OpenVinoEngine(model, compiled, "int8"), report.as_dict(), entry)
+    engine = OpenVinoEngine(model, quantized, "int8", *streams)
+    return BuiltEngine(engine.compile(), report.as_dict(), entry)
 
 
 def converted(model: LoadedModel, cache_dir: Path) -> ov.Model:
@@ -222,7 +306,7 @@ def _quantize_and_measure(
     quantized = int8.quantize(fp32, samples, settings.int8_fp32_ops)
     logger.info("quantized in %.1fs", time.perf_counter() - started)
     threads = plan.threads_per_worker * plan.workers
-    reference = OpenVinoEngine(model, compile_for_cpu(fp32, "fp32", 1, threads), "fp32")
-    candidate = OpenVinoEngine(model, compile_for_cpu(quantized, "int8", 1, threads), "int8")
+    reference = OpenVinoEngine(model, fp32, "fp32", 1, threads)
+    candidate = OpenVinoEngine(model, quantized, "int8", 1, threads)
     held_out = samples.held_out
     return quantized, int8.compare(reference.logits(held_out), candidate.logits(held_out))

@@ -1,4 +1,9 @@
-"""The PyTorch engine: eager or ``torch.compile``d, on the CPU or CUDA, fp32/bf16/fp16."""
+"""The PyTorch engine: eager or ``torch.compile``d, on the CPU or CUDA, fp32/bf16/fp16.
+
+Decoded images arrive as uint8 crops and are scaled and normalised inside the
+module (:class:`FromCrops`), on the device: a compiled engine fuses that into
+one kernel, and CUDA copies a quarter of the bytes float32 would take.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, cast
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
-from server.engines.contract import MAX_TOP_K, Row, rows_from_logits
+from server.engines.contract import (
+    MAX_TOP_K,
+    Crop,
+    ModelInput,
+    Row,
+    logits_by_kind,
+    rows_from_logits,
+)
 from server.models.plan import batch_buckets
+from server.models.preprocess import PreprocessSpec
 from server.models.torchvision_models import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -24,7 +39,7 @@ logger = logging.getLogger(__name__)
 _DTYPES: Final = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def compile_module(module: nn.Module, cache_dir: Path, buckets: int) -> nn.Module:
+def compile_module(module: nn.Module, cache_dir: Path, graphs: int) -> nn.Module:
     """``torch.compile`` with inductor freezing, caching compiled code under ``cache_dir``.
 
     The cache makes a restart skip most of the compile time; it is keyed by the
@@ -36,9 +51,40 @@ def compile_module(module: nn.Module, cache_dir: Path, buckets: int) -> nn.Modul
 
     inductor_config.freezing = True
     inductor_config.fx_graph_cache = True
-    dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, buckets + 2)
+    dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, graphs + 2)
     # Static shapes, one graph per bucket: the fastest kernels for each size.
     return cast(nn.Module, torch.compile(module, dynamic=False))
+
+
+class FromCrops(nn.Module):
+    """A model behind its input normalisation: uint8 ``N x crop x crop x 3`` RGB crops in.
+
+    torchvision's ``x / 255``, ``(x - mean) / std`` computed in float32 as one
+    subtraction and one division by 255-scaled constants (equal up to float
+    rounding), then cast to the model's dtype. The NHWC crops viewed as NCHW
+    are already channels_last, the layout the CPU kernels prefer.
+    """
+
+    def __init__(self, module: nn.Module, spec: PreprocessSpec, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module = module
+        self.input_dtype = dtype
+        device = next(module.parameters(), torch.empty(0)).device
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", _channel_constants(spec.mean, device))
+        self.register_buffer("std", _channel_constants(spec.std, device))
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        """The model's output for a ``N x crop x crop x 3`` uint8 batch."""
+        pixels = crops.permute(0, 3, 1, 2).float()
+        return cast(
+            torch.Tensor, self.module(((pixels - self.mean) / self.std).to(self.input_dtype))
+        )
+
+
+def _channel_constants(values: tuple[float, float, float], device: torch.device) -> torch.Tensor:
+    return (torch.tensor(values, dtype=torch.float32, device=device) * 255.0).view(1, 3, 1, 1)
 
 
 class TorchEngine:
@@ -71,13 +117,15 @@ class TorchEngine:
         module = model.module.to(device=device, dtype=self._dtype)
         if model.source == "torchvision":  # files keep the memory format they were made for
             module = module.to(memory_format=torch.channels_last)
-        self._module = module
+        self._module: nn.Module = module
+        self._crop_module: nn.Module = FromCrops(module, model.preprocessing, self._dtype)
         self.buckets = batch_buckets(max_batch_size) if compiled else None
         self._local = threading.local()
         if compiled and self.buckets is not None:
-            self._module = compile_module(
-                self._module, cache_dir or Path(".cache"), len(self.buckets)
-            )
+            # Both compile lazily, each bucket once: the PIXELS graph only if such input comes.
+            graphs, cache = 2 * len(self.buckets), cache_dir or Path(".cache")
+            self._crop_module = compile_module(self._crop_module, cache, graphs)
+            self._module = compile_module(self._module, cache, graphs)
 
     def _padded_size(self, n: int) -> int:
         if self.buckets is None:
@@ -105,6 +153,24 @@ class TorchEngine:
             return buffer.to(self.device, self._dtype, non_blocking=True)
         return buffer
 
+    def _assemble_crops(self, crops: Sequence[Crop]) -> torch.Tensor:
+        """Stack the crops once into a uint8 buffer (pinned on CUDA), padded as ``_assemble``."""
+        size = self._padded_size(len(crops))
+        cuda = self.device.type == "cuda"
+        buffer = torch.empty((size, *crops[0].shape), dtype=torch.uint8, pin_memory=cuda)
+        np.stack(crops, out=buffer.numpy()[: len(crops)])
+        if size > len(crops):
+            buffer[len(crops) :].zero_()
+        return buffer.to(self.device, non_blocking=True) if cuda else buffer
+
+    def _crop_logits(self, crops: Sequence[Crop]) -> npt.NDArray[np.float32]:
+        output = self._crop_module(self._assemble_crops(crops))
+        return cast(npt.NDArray[np.float32], output[: len(crops)].float().cpu().numpy())
+
+    def _tensor_logits(self, tensors: Sequence[torch.Tensor]) -> npt.NDArray[np.float32]:
+        output = self._module(self._assemble(tensors))
+        return cast(npt.NDArray[np.float32], output[: len(tensors)].float().cpu().numpy())
+
     def _stream(self) -> contextlib.AbstractContextManager[object]:
         """On CUDA, each worker thread issues its copies and kernels on a stream of its own.
 
@@ -119,11 +185,11 @@ class TorchEngine:
             stream = self._local.stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         return torch.cuda.stream(stream)
 
-    def run(self, batch: Sequence[torch.Tensor]) -> list[Row]:
-        """Classify a batch of preprocessed ``3 x H x W`` tensors; one row per item, in order."""
+    def run(self, batch: Sequence[ModelInput]) -> list[Row]:
+        """Classify crops or normalised tensors; one row per item, in order."""
         started = time.perf_counter()
         with torch.inference_mode(), self._stream():
-            logits = self._module(self._assemble(batch))[: len(batch)].float().cpu().numpy()
+            logits = logits_by_kind(batch, self._crop_logits, self._tensor_logits)
         rows = rows_from_logits(logits, len(batch), self._top_k, 0.0, softmax=self._softmax)
         elapsed = time.perf_counter() - started
         return [dataclasses.replace(row, inference_s=elapsed) for row in rows]
@@ -134,9 +200,9 @@ class TorchEngine:
         return str(torch.__version__)
 
     def warm_up(self, max_batch_size: int) -> None:
-        """Run one forward pass at every batch size the batcher can form (compiled: each bucket)."""
+        """One forward pass of crops at every batch size the batcher can form (or each bucket)."""
         crop = self.model.preprocessing.crop_size
-        example = torch.zeros(3, crop, crop)
+        example = np.zeros((crop, crop, 3), dtype=np.uint8)
         sizes = self.buckets or range(1, max_batch_size + 1)
         started = time.perf_counter()
         for size in sizes:

@@ -1,6 +1,13 @@
-"""Decode an uploaded image and turn it into the tensor the model's weights expect.
+"""Decode an uploaded image and turn it into what the model's weights expect.
 
-The result equals torchvision's ``weights.transforms()`` applied to the RGB image
+The decode pool stops at the 8-bit RGB crop (:func:`image_to_crop`): the
+engines take ``crop x crop x 3`` uint8 arrays and scale, normalise and
+reorder them inside their own graph, where that arithmetic is fused into the
+first layer's work instead of costing a decode thread float passes over every
+pixel. :func:`normalise` is the same arithmetic in NumPy, for callers that
+need the model's float input itself (calibration, tools, tests).
+
+Both equal torchvision's ``weights.transforms()`` applied to the RGB image
 (resize the shorter side, center crop, scale to [0, 1], normalise), computed
 faster: only the region that survives the crop is resampled, and large JPEGs
 are decoded at a reduced scale (Pillow's draft mode).
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from PIL import Image, ImageOps
 
@@ -32,7 +40,9 @@ __all__ = [
     "InvalidImageError",
     "PreprocessSpec",
     "UnsupportedImageFormatError",
+    "image_to_crop",
     "image_to_tensor",
+    "normalise",
 ]
 
 #: Formats the server accepts, by Pillow's format name.
@@ -89,24 +99,37 @@ def decode(data: bytes, spec: PreprocessSpec, max_pixels: int) -> Image.Image:
     return to_rgb(image)
 
 
-def to_tensor(image: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
-    """Resize, center crop and normalise an RGB image into a ``3 x crop x crop`` tensor.
+def crop_pixels(image: Image.Image, spec: PreprocessSpec) -> npt.NDArray[np.uint8]:
+    """Resize and center crop an RGB image: its ``crop x crop x 3`` uint8 pixels."""
+    return np.asarray(resize_and_crop(image, spec), dtype=np.uint8)
 
-    The arithmetic is NumPy's, in float32 and in torchvision's order (scale to
-    [0, 1], subtract the mean, divide by the std): decode threads then never
-    enter torch's OpenMP pool, whose spinning threads would compete with the
-    forward pass for the same cores.
+
+def normalise(pixels: npt.NDArray[np.uint8], spec: PreprocessSpec) -> torch.Tensor:
+    """A crop as the model's float input: ``3 x crop x crop``, scaled to [0, 1] and normalised.
+
+    NumPy's float32 arithmetic in torchvision's order (scale, subtract the
+    mean, divide by the std), so a thread calling it never enters torch's
+    OpenMP pool, whose spinning threads would compete with the forward pass.
     """
-    cropped = resize_and_crop(image, spec)
-    pixels = np.asarray(cropped, dtype=np.float32) / np.float32(255.0)
+    scaled = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
-    normalised = (pixels - mean) / std
+    normalised = (scaled - mean) / std
     return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
 
 
+def to_tensor(image: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
+    """Resize, center crop and normalise an RGB image into a ``3 x crop x crop`` tensor."""
+    return normalise(crop_pixels(image, spec), spec)
+
+
+def image_to_crop(data: bytes, spec: PreprocessSpec, max_pixels: int) -> npt.NDArray[np.uint8]:
+    """Bytes in, the engines' input out: decode, resize and crop to uint8 RGB pixels."""
+    return crop_pixels(decode(data, spec, max_pixels), spec)
+
+
 def image_to_tensor(data: bytes, spec: PreprocessSpec, max_pixels: int) -> torch.Tensor:
-    """Bytes in, model input out: decode, then resize, crop and normalise."""
+    """Bytes in, the model's float input out: decode, then resize, crop and normalise."""
     return to_tensor(decode(data, spec, max_pixels), spec)
 
 

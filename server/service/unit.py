@@ -1,8 +1,9 @@
 """One served model: its engine, batcher and inference workers, with a lifecycle.
 
 It adapts the generic :class:`~batcher.MicroBatcher` to the model: items are
-preprocessed tensors, results are :class:`~server.engines.Row` values, and a
-batch runs on a thread of the unit's inference pool, through the process's
+decoded images' uint8 crops (or a PIXELS request's normalised tensors),
+results are :class:`~server.engines.Row` values, and a batch runs on a thread
+of the unit's inference pool, through the process's
 :class:`~server.service.compute.ComputeGate`, so the event loop stays free.
 """
 
@@ -16,11 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+import numpy as np
 import torch
 
 from batcher import MicroBatcher, QueueFullError
 from server.config import Settings
-from server.engines import Engine, Row
+from server.engines import Crop, Engine, ModelInput, Row
 from server.models import preprocess
 from server.models.image_errors import ImageError
 from server.models.plan import RuntimePlan, resolve_plan
@@ -49,7 +51,7 @@ R = TypeVar("R")
 class Job:
     """One batcher item: the model input and its request's progress."""
 
-    tensor: torch.Tensor
+    item: ModelInput
     progress: Progress
 
 
@@ -234,12 +236,12 @@ class ModelUnit:
         """Preprocess ``data`` off the loop, then queue it for a batch and await its row."""
         progress = progress or Progress()
         loop = asyncio.get_running_loop()
-        tensor = await self._preprocess(data)
+        crop = await self._preprocess(data)
         submitted_at = loop.time()
         preprocess_s = submitted_at - arrived_at
         self.metrics.preprocess_duration.observe(preprocess_s)
         progress.stage = "queue"
-        row = await self.batcher.submit(Job(tensor, progress), deadline=deadline)
+        row = await self.batcher.submit(Job(crop, progress), deadline=deadline)
         queue_s = max(0.0, loop.time() - submitted_at - row.inference_s)
         return Classification(row, preprocess_s, queue_s)
 
@@ -263,8 +265,8 @@ class ModelUnit:
         for outcome in decoded:
             if isinstance(outcome, BaseException) and not isinstance(outcome, ImageError):
                 raise outcome
-        tensors = [t for t in decoded if isinstance(t, torch.Tensor)]
-        answers = iter(await self._submit_many(tensors, arrived_at, deadline, progress))
+        crops = [c for c in decoded if isinstance(c, np.ndarray)]
+        answers = iter(await self._submit_many(crops, arrived_at, deadline, progress))
         return [o if isinstance(o, ImageError) else next(answers) for o in decoded]
 
     async def classify_pixels(
@@ -286,26 +288,26 @@ class ModelUnit:
         return await self._submit_many(tensors, arrived_at, deadline, progress or Progress())
 
     async def _submit_many(
-        self, tensors: list[torch.Tensor], arrived_at: float, deadline: float, progress: Progress
+        self, items: Sequence[ModelInput], arrived_at: float, deadline: float, progress: Progress
     ) -> list[Classification]:
         loop = asyncio.get_running_loop()
         submitted_at = loop.time()
         preprocess_s = submitted_at - arrived_at
-        for _ in tensors:
+        for _ in items:
             self.metrics.preprocess_duration.observe(preprocess_s)
         progress.stage = "queue"
-        jobs = [Job(tensor, progress) for tensor in tensors]
+        jobs = [Job(item, progress) for item in items]
         rows = await self.batcher.submit_many(jobs, deadline=deadline)
         waited_s = loop.time() - submitted_at
         return [_classification(row, preprocess_s, waited_s) for row in rows]
 
-    async def _preprocess(self, data: bytes) -> torch.Tensor:
-        """Decode and transform ``data`` on the decode pool, off the event loop."""
+    async def _preprocess(self, data: bytes) -> Crop:
+        """Decode, resize and crop ``data`` on the decode pool, off the event loop."""
         assert self.model is not None
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._decode_pool,
-            preprocess.image_to_tensor,
+            preprocess.image_to_crop,
             data,
             self.model.preprocessing,
             self.settings.max_image_pixels,
@@ -315,10 +317,10 @@ class ModelUnit:
         """One forward pass; out of memory, retried once as two halves (smaller activations)."""
         for job in jobs:
             job.progress.stage = "inference"
-        items = [job.tensor for job in jobs]
+        items = [job.item for job in jobs]
         return await in_halves_when_out_of_memory(self._forward, items, self._release_cached_memory)
 
-    async def _forward(self, items: Sequence[torch.Tensor]) -> list[Row]:
+    async def _forward(self, items: Sequence[ModelInput]) -> list[Row]:
         assert self._engine is not None
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from server.engines.contract import rows_from_logits
+from server.engines.contract import logits_by_kind, rows_from_logits
 
 
 def _logits(rows: int, classes: int) -> np.ndarray:
@@ -41,3 +41,31 @@ def test_ties_rank_the_lower_class_first_and_huge_logits_stay_finite() -> None:
     assert [i for i, _ in tied.top] == [0, 1, 2, 3]
     (huge,) = rows_from_logits(np.array([[1e30, 0.0, -1e30]], dtype=np.float32), 1, 2, 0.0)
     assert huge.top == ((0, 1.0), (1, 0.0))
+
+
+def _by_kind(marker: float):
+    """A fake graph: each item's row is ``marker`` and the item's first value."""
+
+    def run(items) -> np.ndarray:
+        return np.array([[marker, float(np.asarray(item).flat[0])] for item in items], np.float32)
+
+    return run
+
+
+def test_a_mixed_batch_runs_each_kind_once_and_keeps_the_order() -> None:
+    crop = lambda v: np.full((2, 2, 3), v, dtype=np.uint8)  # noqa: E731
+    tensor = lambda v: torch.full((3, 2, 2), float(v))  # noqa: E731
+    calls: list[int] = []
+    crops, tensors = _by_kind(1.0), _by_kind(2.0)
+
+    def counted(graph):
+        return lambda items: calls.append(len(items)) or graph(items)
+
+    batch = [crop(5), tensor(6), tensor(7), crop(8)]
+    logits = logits_by_kind(batch, counted(crops), counted(tensors))
+    assert logits.tolist() == [[1, 5], [2, 6], [2, 7], [1, 8]]
+    assert calls == [2, 2]
+    calls.clear()
+    assert logits_by_kind([crop(1), crop(2)], counted(crops), counted(tensors)).shape == (2, 2)
+    assert logits_by_kind([tensor(3)], counted(crops), counted(tensors)).tolist() == [[2, 3]]
+    assert calls == [2, 1]

@@ -12,7 +12,7 @@ import torch
 
 from server.engines import calibration, int8
 from server.engines.errors import CalibrationError, Int8FidelityError
-from server.engines.openvino_engine import OpenVinoEngine, compile_for_cpu, convert
+from server.engines.openvino_engine import OpenVinoEngine, convert
 from server.models.torchvision_models import load_torchvision_model, resolve_weights
 
 #: A real model or a server process: make test-fast skips these.
@@ -66,8 +66,8 @@ def test_quantization_gives_an_int8_model_close_to_fp32() -> None:
     quantized = int8.quantize(fp32, samples)
     kinds = {op.get_type_name() for op in quantized.get_ops()}
     assert "FakeQuantize" in kinds  # what NNCF inserts; the CPU plugin runs them as int8
-    reference = OpenVinoEngine(model, compile_for_cpu(fp32, "fp32", 1, 2), "fp32")
-    candidate = OpenVinoEngine(model, compile_for_cpu(quantized, "int8", 1, 2), "int8")
+    reference = OpenVinoEngine(model, fp32, "fp32", 1, 2)
+    candidate = OpenVinoEngine(model, quantized, "int8", 1, 2)
     report = int8.compare(reference.logits(samples.held_out), candidate.logits(samples.held_out))
     assert report.photos == len(samples.held_out) >= calibration.MIN_HELD_OUT
     assert report.top1_low <= report.top1_agreement <= report.top1_high

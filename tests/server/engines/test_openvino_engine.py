@@ -14,6 +14,7 @@ from torch.overrides import TorchFunctionMode
 
 from server.engines import MAX_TOP_K, TorchEngine
 from server.engines.openvino_engine import OpenVinoEngine, compile_for_cpu, convert
+from server.models.preprocess import normalise
 from server.models.torchvision_models import LoadedModel, load_torchvision_model, resolve_weights
 
 #: A real model or a server process: make test-fast skips these.
@@ -34,7 +35,7 @@ def converted(model: LoadedModel):
 
 @pytest.fixture(scope="module")
 def engine(model: LoadedModel, converted) -> OpenVinoEngine:
-    return OpenVinoEngine(model, compile_for_cpu(converted, "fp32", 1, 2), "fp32")
+    return OpenVinoEngine(model, converted, "fp32", 1, 2)
 
 
 def _items(n: int) -> list[torch.Tensor]:
@@ -55,6 +56,20 @@ def test_fp32_logits_equal_torchs(model: LoadedModel, engine: OpenVinoEngine) ->
         assert [i for i, _ in row.top[:5]] == [i for i, _ in torch_row.top[:5]]
 
 
+def _crops(n: int) -> list[np.ndarray]:
+    return list(np.random.default_rng(n).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8))
+
+
+def test_crops_answer_as_their_normalised_tensors_do(engine: OpenVinoEngine) -> None:
+    # The graph's own normalisation (OpenVINO's preprocessing steps) against NumPy's.
+    crops = _crops(3)
+    tensors = [normalise(crop, engine.model.preprocessing) for crop in crops]
+    expected = engine.logits(tensors)
+    assert np.allclose(engine.logits(crops), expected, atol=1e-4)
+    mixed = engine.logits([tensors[0], crops[1], tensors[2]])
+    assert np.allclose(mixed, expected, atol=1e-4)
+
+
 class _TorchCalls(TorchFunctionMode):
     """Records every torch function and tensor method called while it is active."""
 
@@ -69,11 +84,12 @@ class _TorchCalls(TorchFunctionMode):
 
 def test_a_batch_runs_without_a_torch_operation(engine: OpenVinoEngine) -> None:
     # A torch operation would enter torch's OpenMP team beside OpenVINO's threads; reading a
-    # tensor's memory as a NumPy array (``numpy``) computes nothing.
+    # tensor's memory as a NumPy array (``numpy``) computes nothing, and crops are NumPy's.
     items = _items(4)
     with _TorchCalls() as calls:
         rows = engine.run(items)
-    assert len(rows) == 4
+        crop_rows = engine.run(_crops(4))
+    assert len(rows) == len(crop_rows) == 4
     assert set(calls.names) <= {"numpy"}, calls.names
     assert calls.names.count("numpy") == 4
 
@@ -84,11 +100,13 @@ def test_every_batch_size_runs_with_its_own_rows(engine: OpenVinoEngine) -> None
 
 
 def test_warm_up_runs_every_batch_size(engine: OpenVinoEngine, monkeypatch) -> None:
-    sizes: list[int] = []
+    batches: list[list] = []
     real = engine.run
-    monkeypatch.setattr(engine, "run", lambda batch: sizes.append(len(batch)) or real(batch))
+    monkeypatch.setattr(engine, "run", lambda batch: batches.append(batch) or real(batch))
     engine.warm_up(4)
-    assert sizes == [1, 2, 3, 4]
+    assert [len(batch) for batch in batches] == [1, 2, 3, 4]
+    # The graph uploads run: uint8 crops in.
+    assert all(item.dtype == np.uint8 and item.shape == (224, 224, 3) for item in batches[0])
 
 
 #: Whether this CPU computes bf16 natively (else OpenVINO runs a bf16 hint in f32).
@@ -112,7 +130,7 @@ def test_workers_are_streams_sharing_the_plans_threads(converted) -> None:
 
 
 def test_threads_run_batches_at_once_with_their_own_requests(model: LoadedModel, converted) -> None:
-    engine = OpenVinoEngine(model, compile_for_cpu(converted, "fp32", 2, 1), "fp32")
+    engine = OpenVinoEngine(model, converted, "fp32", 2, 1)
     items = _items(2)
     expected = engine.logits(items)
     results: list[np.ndarray] = []

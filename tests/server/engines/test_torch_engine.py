@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from server.engines import MAX_TOP_K, TorchEngine
 from server.models.loading import IMAGENET_SPEC
+from server.models.preprocess import normalise
 from server.models.torchvision_models import LoadedModel, load_torchvision_model, resolve_weights
 
 #: A real model or a server process: make test-fast skips these.
@@ -40,6 +42,21 @@ def test_a_batch_gives_one_sorted_row_per_item_in_order(engine: TorchEngine) -> 
             assert p_alone == pytest.approx(p_batch, abs=1e-4)
 
 
+def _crops(n: int, seed: int = 0) -> list[np.ndarray]:
+    return list(np.random.default_rng(seed).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8))
+
+
+def test_crops_answer_as_their_normalised_tensors_do(engine: TorchEngine) -> None:
+    crops = _crops(3)
+    spec = engine.model.preprocessing
+    expected = engine.run([normalise(crop, spec) for crop in crops])
+    mixed = engine.run([crops[0], normalise(crops[1], spec), crops[2]])
+    for rows in (engine.run(crops), mixed):
+        assert [row.batch_size for row in rows] == [3, 3, 3]
+        for row, reference in zip(rows, expected, strict=True):
+            assert np.allclose(row.probabilities, reference.probabilities, atol=1e-6)
+
+
 def test_a_bf16_engine_answers_in_fp32_rows_close_to_fp32() -> None:
     torch.manual_seed(0)
     model = load_torchvision_model(resolve_weights("mobilenet_v2", "random"))
@@ -55,11 +72,13 @@ def test_a_bf16_engine_answers_in_fp32_rows_close_to_fp32() -> None:
 
 
 def test_warm_up_runs_every_batch_size(engine: TorchEngine, monkeypatch) -> None:
-    sizes: list[int] = []
+    batches: list[list] = []
     real_run = engine.run
-    monkeypatch.setattr(engine, "run", lambda batch: sizes.append(len(batch)) or real_run(batch))
+    monkeypatch.setattr(engine, "run", lambda batch: batches.append(batch) or real_run(batch))
     engine.warm_up(3)
-    assert sizes == [1, 2, 3]
+    assert [len(batch) for batch in batches] == [1, 2, 3]
+    # The path uploads take: uint8 crops, normalised inside the module.
+    assert all(item.dtype == np.uint8 and item.shape == (224, 224, 3) for item in batches[0])
 
 
 def _small_convnet(classes: int = 32) -> LoadedModel:
@@ -76,11 +95,11 @@ def _small_convnet(classes: int = 32) -> LoadedModel:
 def test_the_compiled_path_pads_to_buckets_and_matches_eager(tmp_path) -> None:
     model = _small_convnet()
     eager = TorchEngine(model, CPU, "fp32")
-    items = [torch.randn(3, 224, 224) for _ in range(3)]
-    expected = eager.run(items)
+    crops = _crops(3)
+    expected = eager.run([normalise(crop, model.preprocessing) for crop in crops])
     compiled = TorchEngine(model, CPU, "fp32", compiled=True, max_batch_size=4, cache_dir=tmp_path)
     assert compiled.buckets == (1, 2, 4)
-    rows = compiled.run(items)  # three real items, padded to a batch of four
+    rows = compiled.run(crops)  # three real crops, padded to a batch of four
     assert [row.batch_size for row in rows] == [3, 3, 3]
     for row, reference in zip(rows, expected, strict=True):
         assert [i for i, _ in row.top[:5]] == [i for i, _ in reference.top[:5]]

@@ -19,7 +19,9 @@ from server.models.preprocess import (
     PreprocessSpec,
     UnsupportedImageFormatError,
     decode,
+    image_to_crop,
     image_to_tensor,
+    normalise,
     resize_and_crop,
     resized_size,
     to_rgb,
@@ -58,6 +60,14 @@ def test_equals_torchvision_transforms_on_real_photos(name: str) -> None:
     reference = _reference(Image.open(DATA / name).convert("RGB"))
     assert ours.shape == reference.shape == (3, 224, 224)
     assert (ours - reference).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_the_decode_pool_hands_over_the_uint8_crop_the_tensor_is_made_of(name: str) -> None:
+    crop = image_to_crop(photo(name), SPEC, LIMIT)
+    assert crop.dtype == np.uint8
+    assert crop.shape == (224, 224, 3)
+    assert torch.equal(normalise(crop, SPEC), image_to_tensor(photo(name), SPEC, LIMIT))
 
 
 def test_transparent_photo_equals_torchvision_on_the_documented_background() -> None:
