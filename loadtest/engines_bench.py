@@ -9,8 +9,11 @@ Sections (``--sections``, comma-separated, so one part can be rerun):
 - ``raw``: forward throughput of every installed engine x precision x batch size
   (the engine alone, as the server builds it: uint8 crops in, no HTTP, no decode).
 - ``servers``: closed-loop HTTP load (the benchmark JPEG) on the naive baseline
-  (:mod:`loadtest.naive_server`), batchserve's defaults and batchserve int8,
-  one after the other, with p50/p99 and /health p99 probed from another process.
+  (:mod:`loadtest.naive_server`), LitServe with batchserve's own OpenVINO
+  models (:mod:`loadtest.litserve_server`, defaults and int8), batchserve's
+  defaults and batchserve int8, one after the other, with p50/p99 and /health
+  p99 probed from another process, and each server's share of the bound the
+  machine's cores allow.
 
 int8's fidelity on real classifiers has a report of its own (:mod:`loadtest.int8_fidelity`).
 
@@ -124,7 +127,8 @@ def _load(url: str, image: bytes, concurrency: int, duration_s: float) -> tuple[
 
 
 def _drive(name: str, process: subprocess.Popen[bytes], url: str, args: argparse.Namespace,
-           ready_s: float) -> ServerResult:  # fmt: skip
+           ready_s: float, stop: signal.Signals = signal.SIGTERM) -> ServerResult:  # fmt: skip
+    """Every load level against a started server, then stop it with ``stop``."""
     result = ServerResult(name, ready_s=ready_s)
     image = args.image.read_bytes()
     try:
@@ -135,26 +139,44 @@ def _drive(name: str, process: subprocess.Popen[bytes], url: str, args: argparse
             result.max_rss_mb = max(result.max_rss_mb, rss_mb(process.pid))
             print(f"  {name} c={concurrency}: {level.throughput:.1f} req/s", flush=True)
     finally:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         process.wait(timeout=120)
     return result
 
 
-def _naive(args: argparse.Namespace) -> ServerResult:
+def _other(name: str, command: list[str], ready: str, args: argparse.Namespace,
+           stop: signal.Signals = signal.SIGTERM) -> ServerResult:  # fmt: skip
+    """Start a server that is not batchserve (``python -m`` ``command``), wait for ``ready``."""
     port = free_port()
     started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.naive_server", "--port", str(port), "--model", args.model]
-    )
+    process = subprocess.Popen([sys.executable, "-m", *command, "--port", str(port)])
     url = f"http://127.0.0.1:{port}"
-    while True:
+    while process.poll() is None:
         try:
-            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                break
+            if httpx.get(f"{url}{ready}", timeout=5).status_code == 200:
+                return _drive(name, process, url, args, time.monotonic() - started, stop)
         except httpx.TransportError:
-            time.sleep(0.2)
-    return _drive("naive FastAPI (eager fp32, no batching)", process, url, args,
-                  time.monotonic() - started)  # fmt: skip
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{name} exited with status {process.returncode}")
+
+
+def _naive(args: argparse.Namespace) -> ServerResult:
+    command = ["loadtest.naive_server", "--model", args.model]
+    return _other("naive FastAPI (eager fp32, no batching)", command, "/ready", args)
+
+
+#: The peer: LitServe batching batchserve's own engine, by precision (``auto``: the defaults').
+LITSERVE: Final = {
+    "LitServe + the same OpenVINO model (defaults)": "auto",
+    "LitServe + the same OpenVINO int8 model": "int8",
+}
+
+
+def _litserve(name: str, precision: str, args: argparse.Namespace) -> ServerResult:
+    command = ["loadtest.litserve_server", "--model", args.model, "--precision", precision]
+    # LitServe shuts down on Ctrl-C (its workers with it); SIGTERM leaves it running.
+    return _other(name, command, "/health", args, signal.SIGINT)
 
 
 def _batchserve(name: str, overrides: dict[str, str], args: argparse.Namespace) -> ServerResult:
@@ -174,8 +196,10 @@ SERVERS: Final = {
 
 
 def server_results(args: argparse.Namespace) -> list[ServerResult]:
-    """The naive baseline, then each of batchserve's variants, one after the other."""
-    return [_naive(args), *(_batchserve(name, env, args) for name, env in SERVERS.items())]
+    """The naive baseline, the LitServe peers, then batchserve's variants, one after another."""
+    peers = [_litserve(name, precision, args) for name, precision in LITSERVE.items()]
+    ours = [_batchserve(name, env, args) for name, env in SERVERS.items()]
+    return [_naive(args), *peers, *ours]
 
 
 def server_table(results: list[ServerResult]) -> list[str]:
@@ -223,7 +247,7 @@ def measure_bound(model: str, overrides: dict[str, str], image: bytes, seconds: 
 
 
 def bound_table(results: list[ServerResult], bounds: dict[str, Bound]) -> list[str]:
-    """Markdown rows: each batchserve variant's bound and its throughput as a share of it."""
+    """Markdown rows: each server's bound (its model's) and its throughput as a share of it."""
     rows = []
     for result in results:
         if (bound := bounds.get(result.name)) is None:
@@ -237,11 +261,16 @@ def bound_table(results: list[ServerResult], bounds: dict[str, Bound]) -> list[s
 
 
 def _bounds(args: argparse.Namespace) -> dict[str, Bound]:
-    """The defaults' and int8's bounds; the two-stream variant shares int8's machine and bound."""
+    """The defaults' and int8's bounds, shared by every server that runs the same model."""
     image = args.image.read_bytes()
     int8 = measure_bound(args.model, {"PRECISION": "int8"}, image, args.raw_seconds)
+    defaults = measure_bound(args.model, {}, image, args.raw_seconds)
+    peers = {
+        name: int8 if precision == "int8" else defaults for name, precision in LITSERVE.items()
+    }
     return {
-        "batchserve defaults": measure_bound(args.model, {}, image, args.raw_seconds),
+        **peers,
+        "batchserve defaults": defaults,
         "batchserve int8": int8,
         "batchserve int8, 2 streams x 1 thread": int8,
     }

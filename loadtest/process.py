@@ -46,6 +46,28 @@ def start_server(overrides: dict[str, str]) -> tuple[subprocess.Popen[bytes], st
 
 
 def rss_mb(pid: int) -> float:
-    """The resident memory of process ``pid`` in MiB (Linux)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+    """The resident memory of process ``pid`` and its descendants in MiB (Linux).
+
+    Descendants count because a server may run its model in processes of its own
+    (LitServe's inference workers); batchserve is one process.
+    """
+    total_kb = 0
+    for member in [pid, *_descendants(pid)]:
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except FileNotFoundError:  # it exited between listing and reading
+            continue
+        total_kb += int(status.split("VmRSS:")[1].split()[0])
+    return total_kb / 1024
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        children = [
+            int(child)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+        ]
+    except FileNotFoundError:  # it exited while being listed
+        return []
+    return [grand for child in children for grand in [child, *_descendants(child)]]

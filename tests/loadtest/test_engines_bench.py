@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -9,35 +12,84 @@ import pytest
 from fastapi.testclient import TestClient
 
 from loadtest.naive_server import create_naive_app
+from loadtest.process import free_port
+from server.config import Settings
 from server.models.cores import usable_cores
-from tests.conftest import photo, run_benchmark
+from server.models.plan import resolve_plan
+from server.models.preprocess import image_to_crop
+from server.service.preparation import prepare
+from tests.conftest import benchmark_environment, photo, run_benchmark, wait_until
 
 #: A real model or a server process: make test-fast skips these.
 pytestmark = pytest.mark.slow
 
 
+SERVERS = ("naive FastAPI", "LitServe + the same OpenVINO model (defaults)",
+           "LitServe + the same OpenVINO int8 model", "batchserve defaults", "batchserve int8",
+           "batchserve int8, 2 streams x 1 thread")  # fmt: skip
+
+
 def test_the_engine_benchmark_measures_every_engine_and_server(tmp_path: Path) -> None:
     args = [
-        "--sections", "raw,servers", "--model", "mobilenet_v3_small", "--batch-sizes", "1,2",
+        "--model", "mobilenet_v3_small", "--batch-sizes", "1,2",
         "--raw-seconds", "0.2", "--concurrency", "1", "--duration", "1",
     ]  # fmt: skip
     report = run_benchmark("loadtest.engines_bench", args, tmp_path)
-    assert "python -m loadtest.engines_bench --sections raw,servers" in report
+    assert "python -m loadtest.engines_bench --model mobilenet_v3_small" in report
     assert "- CPU: " in report
+    steps = report.split("## Preprocessing, step by step", 1)[1].split("##", 1)[0]
+    assert "| step | rocket.jpg ms | rocket_12mp.jpg ms |" in steps
+    step_rows = [
+        line for line in steps.splitlines() if line.startswith("| ") and "ms |" not in line
+    ]
+    assert len(step_rows) == 4, steps
+    assert all(float(cell) > 0 for row in step_rows for cell in row.strip("|").split("|")[1:])
     for row in ("| torch | fp32 |", "| openvino | fp32 |", "| openvino | int8 |"):
         assert row in report, row
-    for server in ("naive FastAPI", "batchserve defaults", "batchserve int8",
-                   "batchserve int8, 2 streams x 1 thread"):  # fmt: skip
+    for server in SERVERS:
         assert f"| {server}" in report, server
     bound = report.split("## Against the machine's bound", 1)[1]
-    rows = [line for line in bound.splitlines() if line.startswith("| batchserve")]
-    assert len(rows) == 3, bound
+    rows = [line for line in bound.splitlines() if line.startswith(("| batchserve", "| LitServe"))]
+    assert len(rows) == 5, bound
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         preprocess_ms, engine_ms, images_per_s = (float(c) for c in cells[2:5])
         assert images_per_s == pytest.approx(usable_cores() * 1000 / (preprocess_ms + engine_ms),
                                              rel=0.02)  # fmt: skip
         assert 0 < float(cells[5]) < 1.5  # c=1's share of the bound
+
+
+def test_the_litserve_peer_serves_batchserves_own_engine(tmp_path: Path) -> None:
+    env = {**benchmark_environment(), "BATCHSERVE_MAX_BATCH_SIZE": "2"}
+    port = free_port()
+    command = [sys.executable, "-m", "loadtest.litserve_server", "--port", str(port),
+               "--model", "mobilenet_v3_small", "--precision", "fp32"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, cwd=Path(__file__).parents[2])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(f"{url}/health"), timeout_s=180)
+        response = httpx.post(f"{url}/predict", files={"file": ("c.jpg", photo("cat.jpg"))})
+    finally:
+        process.send_signal(signal.SIGINT)  # LitServe's own way to stop, workers and all
+        process.wait(timeout=60)
+    body = response.json()
+    assert response.status_code == httpx.codes.OK, body
+    assert body["batch_size"] == 1
+    settings = Settings(model="mobilenet_v3_small", weights="random", engine="openvino",
+                        precision="fp32", cache_dir=tmp_path)  # fmt: skip
+    engine = prepare(settings, resolve_plan(settings)).built.engine
+    row = engine.run([image_to_crop(photo("cat.jpg"), engine.model.preprocessing, 10**8)])[0]
+    assert [p["index"] for p in body["predictions"]] == [i for i, _ in row.top[:5]]
+    assert [p["probability"] for p in body["predictions"]] == pytest.approx(
+        [p for _, p in row.top[:5]], abs=1e-5
+    )
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == httpx.codes.OK
+    except httpx.TransportError:
+        return False
 
 
 def test_the_naive_baseline_answers_like_batchserve() -> None:
