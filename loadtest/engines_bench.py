@@ -184,14 +184,14 @@ def _batchserve(name: str, overrides: dict[str, str], args: argparse.Namespace) 
     return _drive(name, process, url, args, ready_s)
 
 
-#: batchserve's variants under load: its defaults, int8, and int8 as two throughput streams
-#: of one thread each (each worker runs its own batch) instead of one latency stream.
+#: batchserve's variants under load: its defaults, int8, int8 as one throughput stream per
+#: core (each worker runs its own batch) instead of one latency stream, and int8 choosing
+#: between the two per batch (streams by load).
 SERVERS: Final = {
     "batchserve defaults": {},
     "batchserve int8": {"PRECISION": "int8"},
-    "batchserve int8, 2 streams x 1 thread": {
-        "PRECISION": "int8", "WORKERS": "2", "THREADS_PER_WORKER": "1",
-    },
+    "batchserve int8, throughput streams": {"PRECISION": "int8", "CPU_STREAMS": "throughput"},
+    "batchserve int8, streams by load": {"PRECISION": "int8", "CPU_STREAMS": "by-load"},
 }  # fmt: skip
 
 
@@ -271,8 +271,7 @@ def _bounds(args: argparse.Namespace) -> dict[str, Bound]:
     return {
         **peers,
         "batchserve defaults": defaults,
-        "batchserve int8": int8,
-        "batchserve int8, 2 streams x 1 thread": int8,
+        **{name: int8 for name in SERVERS if "int8" in name},
     }
 
 

@@ -38,7 +38,7 @@ PER_MODEL_KEYS: Final = (
     "model", "weights", "labels", "resize_size", "crop_size", "mean", "std", "interpolation",
     "output", "device", "engine", "precision", "compile", "calibration_dir", "held_out_dir",
     "int8_min_agreement", "int8_fp32_ops", "max_batch_size", "max_batch_wait_ms",
-    "max_queue_size", "workers", "threads_per_worker", "weight",
+    "max_queue_size", "workers", "threads_per_worker", "cpu_streams", "weight",
 )  # fmt: skip
 
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
@@ -48,6 +48,7 @@ LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["text", "json"]
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
 OutputKind = Literal["logits", "probabilities"]
+CpuStreams = Literal["auto", "latency", "throughput", "by-load"]
 Triple = Annotated[tuple[float, float, float] | None, NoDecode]
 
 
@@ -123,6 +124,9 @@ class Settings(BaseSettings):
     """Concurrent inference workers (auto: 1 on CPU, 2 on CUDA)."""
     threads_per_worker: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
     """Compute threads per inference worker (auto: usable cores / workers on CPU)."""
+    cpu_streams: CpuStreams = "auto"
+    """OpenVINO on the CPU: one stream of every core (latency), one per core (throughput),
+    or both, chosen per batch by the queue (by-load); auto: latency."""
     request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     """A request's deadline, from arrival; queued past it, it is not computed."""
     max_upload_mb: Annotated[float, Field(gt=0, le=1024)] = 10.0

@@ -50,6 +50,8 @@ class MeanPixelEngine:
         self.gate.set()
         self.started = threading.Semaphore(0)
         self.batch_sizes: list[int] = []
+        #: Each batch's ``alone`` flag, in order.
+        self.alone: list[bool] = []
         self.fail_next: Exception | None = None
         #: Batches larger than this raise ``failure`` (out of memory, say); None: never.
         self.fail_above: int | None = None
@@ -57,7 +59,7 @@ class MeanPixelEngine:
         #: torch's thread count in the inference thread, at each forward pass.
         self.threads_seen: list[int] = []
 
-    def run(self, batch: Sequence[ModelInput]) -> list[Row]:
+    def run(self, batch: Sequence[ModelInput], *, alone: bool = False) -> list[Row]:
         """One row per item, ranked; the most probable class follows the mean normalised pixel.
 
         A crop is normalised as a real engine's graph would, so an upload and its
@@ -65,6 +67,7 @@ class MeanPixelEngine:
         """
         began = time.perf_counter()
         self.batch_sizes.append(len(batch))
+        self.alone.append(alone)
         self.started.release()
         assert self.gate.wait(timeout=60), "the test never opened the gate"
         if self.fail_next is not None:

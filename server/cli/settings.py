@@ -29,7 +29,7 @@ GROUPS: Final[dict[str, tuple[str, ...]]] = {
               "std", "interpolation", "output", "model_repository", "default_model"),
     "engine": ("device", "engine", "precision", "calibration_dir", "held_out_dir",
                "int8_min_agreement", "int8_fp32_ops", "compile", "cache_dir", "workers",
-               "threads_per_worker", "preprocess_threads", "weight"),
+               "threads_per_worker", "cpu_streams", "preprocess_threads", "weight"),
     "batching": ("max_batch_size", "max_batch_wait_ms", "max_queue_size", "request_timeout_s"),
     "limits": ("max_upload_mb", "max_files", "max_request_mb", "max_image_pixels",
                "body_timeout_s", "rate_limit"),

@@ -67,8 +67,12 @@ class Engine(Protocol):
         """The engine library's version, for /info and ``batchserve_model_info``."""
         ...
 
-    def run(self, batch: Sequence[ModelInput]) -> list[Row]:
-        """Classify crops or normalised tensors (mixed or not); one row per item, in order."""
+    def run(self, batch: Sequence[ModelInput], *, alone: bool = False) -> list[Row]:
+        """Classify crops or normalised tensors (mixed or not); one row per item, in order.
+
+        ``alone``: no other batch is in flight or queued, so an engine with a
+        latency layout (OpenVINO's streams by load) may give this one every core.
+        """
         ...
 
     def warm_up(self, max_batch_size: int) -> None:

@@ -33,7 +33,6 @@ from server.engines import calibration, int8
 from server.engines.contract import (
     MAX_TOP_K,
     BuiltEngine,
-    Crop,
     ModelInput,
     Row,
     logits_by_kind,
@@ -152,7 +151,9 @@ class OpenVinoEngine:
 
     ``graph`` takes normalised float input; the crops' graph is built from it.
     Each is compiled with ``workers`` streams of ``threads_per_worker`` threads
-    when it first runs (:meth:`warm_up` runs the crops' one).
+    when it first runs (:meth:`warm_up` runs the crops' one). With
+    ``solo_threads`` (streams by load), the crops' graph is also compiled as one
+    stream of that many threads, which a batch run ``alone`` takes.
     """
 
     name = "openvino"
@@ -164,6 +165,7 @@ class OpenVinoEngine:
         precision: str,
         workers: int = 1,
         threads_per_worker: int = 1,
+        solo_threads: int | None = None,
     ) -> None:
         self.model = model
         self.precision = precision
@@ -172,6 +174,9 @@ class OpenVinoEngine:
         spec, settings = model.preprocessing, (precision, workers, threads_per_worker)
         self._tensors = _Compiled(lambda: graph, *settings)
         self._crops = _Compiled(lambda: with_crop_input(graph, spec), *settings)
+        self._solo = None
+        if solo_threads is not None:
+            self._solo = _Compiled(lambda: with_crop_input(graph, spec), precision, 1, solo_threads)
 
     @property
     def version(self) -> str:
@@ -179,37 +184,43 @@ class OpenVinoEngine:
         return str(ov.__version__)
 
     def compile(self) -> OpenVinoEngine:
-        """Compile the crops' graph now (it would be compiled when it first runs)."""
+        """Compile the crops' graphs now (they would be compiled when they first run)."""
         self._crops.compiled()
+        if self._solo is not None:
+            self._solo.compiled()
         return self
 
-    def logits(self, batch: Sequence[ModelInput]) -> npt.NDArray[np.float32]:
+    def logits(
+        self, batch: Sequence[ModelInput], *, alone: bool = False
+    ) -> npt.NDArray[np.float32]:
         """The model's raw output for a batch (``batch x classes``, float32).
 
         Stacked and copied out in NumPy: no torch call, so torch's OpenMP team
-        never wakes up beside OpenVINO's threads.
+        never wakes up beside OpenVINO's threads. ``alone``: crops run on the
+        stream of every core, where there is one.
         """
-        return logits_by_kind(batch, self._crop_logits, self._tensor_logits)
-
-    def _crop_logits(self, crops: Sequence[Crop]) -> npt.NDArray[np.float32]:
-        return self._crops.infer(np.stack(crops))
+        crops = self._solo if alone and self._solo is not None else self._crops
+        return logits_by_kind(
+            batch, lambda items: crops.infer(np.stack(items)), self._tensor_logits
+        )
 
     def _tensor_logits(self, tensors: Sequence[torch.Tensor]) -> npt.NDArray[np.float32]:
         return self._tensors.infer(np.stack([item.numpy() for item in tensors]))
 
-    def run(self, batch: Sequence[ModelInput]) -> list[Row]:
+    def run(self, batch: Sequence[ModelInput], *, alone: bool = False) -> list[Row]:
         """Classify crops or normalised tensors; one row per item, in order."""
         started = time.perf_counter()
-        logits = self.logits(batch)
+        logits = self.logits(batch, alone=alone)
         elapsed = time.perf_counter() - started
         return rows_from_logits(logits, len(batch), self._top_k, elapsed, softmax=self._softmax)
 
     def warm_up(self, max_batch_size: int) -> None:
-        """Every batch size once: OpenVINO prepares kernels for each new input shape."""
+        """Every batch size once on each stream layout: OpenVINO prepares kernels per shape."""
         crop = self.model.preprocessing.crop_size
         example = np.zeros((crop, crop, 3), dtype=np.uint8)
-        for size in range(1, max_batch_size + 1):
-            self.run([example] * size)
+        for alone in (False, True) if self._solo is not None else (False,):
+            for size in range(1, max_batch_size + 1):
+                self.run([example] * size, alone=alone)
 
 
 def build(model: LoadedModel, plan: RuntimePlan, settings: Settings) -> BuiltEngine:
@@ -218,7 +229,7 @@ def build(model: LoadedModel, plan: RuntimePlan, settings: Settings) -> BuiltEng
     The crops' graph, which serves uploads, is compiled here, so a model the CPU
     plugin refuses fails the start; the PIXELS graph compiles when first used.
     """
-    streams = (plan.workers, plan.threads_per_worker)
+    streams = (plan.workers, plan.threads_per_worker, plan.solo_threads)
     if plan.precision != "int8":
         engine = OpenVinoEngine(
             model, converted(model, settings.cache_dir), plan.precision, *streams

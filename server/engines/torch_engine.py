@@ -185,8 +185,11 @@ class TorchEngine:
             stream = self._local.stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         return torch.cuda.stream(stream)
 
-    def run(self, batch: Sequence[ModelInput]) -> list[Row]:
-        """Classify crops or normalised tensors; one row per item, in order."""
+    def run(self, batch: Sequence[ModelInput], *, alone: bool = False) -> list[Row]:
+        """Classify crops or normalised tensors; one row per item, in order.
+
+        ``alone`` changes nothing: each worker's thread count is fixed by the plan.
+        """
         started = time.perf_counter()
         with torch.inference_mode(), self._stream():
             logits = logits_by_kind(batch, self._crop_logits, self._tensor_logits)

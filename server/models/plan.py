@@ -117,11 +117,38 @@ def resolve_compile(
     return setting == "on"
 
 
-def resolve_workers(setting: int | str, device: torch.device) -> int:
-    """``auto`` means one worker using every core on the CPU, two (copy/compute overlap) on CUDA."""
-    if setting == "auto":
-        return 2 if device.type == "cuda" else 1
-    return int(setting)
+def resolve_streams(setting: str, device: torch.device, engine: str) -> str:
+    """How OpenVINO lays out its CPU streams: ``latency``, ``throughput`` or ``by-load``.
+
+    ``auto`` is ``latency``: one stream on every core, the fastest answer to a
+    request alone. The others change how batches share the cores, which only
+    OpenVINO's CPU streams do; elsewhere they are refused.
+    """
+    if setting == "auto" or setting == "latency":
+        return "latency"
+    if device.type != "cpu" or engine != "openvino":
+        raise DeviceError(
+            f"BATCHSERVE_CPU_STREAMS={setting} lays out OpenVINO's CPU streams: it needs "
+            f"BATCHSERVE_ENGINE=openvino on the CPU, not the {engine} engine on {device}"
+        )
+    return setting
+
+
+def resolve_workers(
+    setting: int | str, device: torch.device, streams: str = "latency", cores: int = 1
+) -> int:
+    """``auto``: on the CPU one worker using every core, or one per core (throughput, by-load);
+    two on CUDA (copy/compute overlap)."""
+    if setting != "auto":
+        return int(setting)
+    if device.type == "cuda":
+        return 2
+    return 1 if streams == "latency" else cores
+
+
+def resolve_solo_threads(streams: str, cores: int, workers: int) -> int | None:
+    """With streams by load, the threads of the latency stream a batch alone runs on."""
+    return cores if streams == "by-load" and workers > 1 else None
 
 
 def resolve_threads(
@@ -226,6 +253,11 @@ class RuntimePlan:
     decode_threads: int
     #: torch's OpenMP threads in each inference thread.
     torch_threads: int
+    #: OpenVINO's CPU stream layout: ``latency``, ``throughput`` or ``by-load``.
+    streams: str = "latency"
+    #: By load: a batch with no other in flight and none queued runs on this many threads
+    #: (a stream of every core); the others on ``threads_per_worker``. None: always those.
+    solo_threads: int | None = None
 
     @property
     def batch_buckets(self) -> tuple[int, ...]:
@@ -235,12 +267,14 @@ class RuntimePlan:
     def describe(self) -> str:
         """One line for the startup log."""
         compiled = ", compiled" if self.compiled else ""
+        solo = f", a batch alone on {self.solo_threads}" if self.solo_threads else ""
         return (
             f"{self.engine} on {self.device} ({self.cpu}; {' '.join(self.cpu_flags) or 'no'} "
             f"vector extensions; {self.cores} usable core(s)), {self.precision}{compiled}, "
-            f"{self.workers} worker(s) x {self.threads_per_worker} thread(s) (torch: "
-            f"{self.torch_threads}), {self.decode_threads} decode thread(s), batches of up to "
-            f"{self.max_batch_size} within {self.max_batch_wait_ms:g} ms"
+            f"{self.workers} worker(s) x {self.threads_per_worker} thread(s){solo} (torch: "
+            f"{self.torch_threads}; streams: {self.streams}), {self.decode_threads} decode "
+            f"thread(s), batches of up to {self.max_batch_size} within "
+            f"{self.max_batch_wait_ms:g} ms"
         )
 
 
@@ -251,9 +285,10 @@ def resolve_plan(settings: Settings) -> RuntimePlan:
     engine = resolve_engine(settings.engine, device, source)
     precision = resolve_precision(settings.precision, device, engine, source)
     compiled = resolve_compile(settings.compile, device, precision, engine, source)
-    workers = resolve_workers(settings.workers, device)
+    streams = resolve_streams(settings.cpu_streams, device, engine)
     cpu, flags = cpu_features()
     cores = usable_cores()
+    workers = resolve_workers(settings.workers, device, streams, cores)
     threads = resolve_threads(device, workers, settings.threads_per_worker, cores)
     return RuntimePlan(
         engine=engine,
@@ -269,6 +304,8 @@ def resolve_plan(settings: Settings) -> RuntimePlan:
         cores=cores,
         decode_threads=resolve_decode_threads(settings.preprocess_threads, cores),
         torch_threads=resolve_torch_threads(engine, threads),
+        streams=streams,
+        solo_threads=resolve_solo_threads(streams, cores, workers),
     )
 
 

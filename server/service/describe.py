@@ -40,6 +40,8 @@ def describe(unit: ModelUnit) -> ModelDescription:
         threads_per_worker=plan.threads_per_worker,
         torch_threads=plan.torch_threads,
         decode_threads=plan.decode_threads,
+        streams=plan.streams,
+        solo_threads=plan.solo_threads,
         max_batch_size=plan.max_batch_size,
         max_batch_wait_ms=plan.max_batch_wait_ms,
         max_queue_size=unit.settings.max_queue_size,

@@ -47,6 +47,8 @@ class ModelDescription:
     threads_per_worker: int
     torch_threads: int
     decode_threads: int
+    streams: str
+    solo_threads: int | None
     max_batch_size: int
     max_batch_wait_ms: float
     max_queue_size: int

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -108,6 +109,8 @@ class ModelUnit:
         self.draining = False
         self.failure: str | None = None
         self._drain_started: float | None = None
+        #: This model's forward passes submitted and not finished (streams by load).
+        self._in_flight = 0
         self._warm_up_task: asyncio.Task[None] | None = None
         self._inference_pool = ThreadPoolExecutor(
             self.plan.workers,
@@ -321,19 +324,37 @@ class ModelUnit:
         return await in_halves_when_out_of_memory(self._forward, items, self._release_cached_memory)
 
     async def _forward(self, items: Sequence[ModelInput]) -> list[Row]:
-        assert self._engine is not None
+        engine = self._engine
+        assert engine is not None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._inference_pool, self._gated, self._engine.run, items
-        )
+        alone = self._runs_alone()
+        threads = self.plan.solo_threads if alone and self.plan.solo_threads else None
+        self._in_flight += 1
+        try:
+            return await loop.run_in_executor(
+                self._inference_pool, self._gated, partial(engine.run, alone=alone), items, threads
+            )
+        finally:
+            self._in_flight -= 1
 
-    def _gated(self, work: Callable[[T], R], argument: T) -> R:
-        """Run ``work`` holding this worker's threads of the process's compute budget.
+    def _runs_alone(self) -> bool:
+        """Streams by load: no other batch of this model in flight or queued, no other model's.
+
+        Such a batch takes the stream of every core (latency); with company, each
+        batch takes a one-core stream beside the others (throughput).
+        """
+        if self.plan.solo_threads is None or self._in_flight:
+            return False
+        idle = self._gate.free == self._gate.budget and not self._gate.waiting
+        return idle and self.batcher.statistics().queue_depth == 0
+
+    def _gated(self, work: Callable[[T], R], argument: T, threads: int | None = None) -> R:
+        """Run ``work`` holding ``threads`` (the worker's) of the process's compute budget.
 
         It waits for this model's turn among the busy models (by compute used per
         weight); what the pass used is counted, failed or not.
         """
-        threads, weight = self.plan.threads_per_worker, self.settings.weight
+        threads, weight = threads or self.plan.threads_per_worker, self.settings.weight
         held: Held | None = None
         try:
             with self._gate.hold(threads, self.name, weight) as held:

@@ -127,6 +127,13 @@ class PlanInfo(BaseModel):
     threads_per_worker: int = Field(description="The engine's compute threads per worker")
     torch_threads: int = Field(description="torch's OpenMP threads in each inference thread")
     decode_threads: int = Field(description="Image-decoding threads, shared by every model")
+    streams: str = Field(
+        examples=["latency"],
+        description="OpenVINO's CPU stream layout: latency, throughput, by-load",
+    )
+    solo_threads: int | None = Field(
+        description="By load: the threads a batch alone runs on (the others: threads_per_worker)"
+    )
 
 
 class Limits(BaseModel):

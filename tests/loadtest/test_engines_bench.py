@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 SERVERS = ("naive FastAPI", "LitServe + the same OpenVINO model (defaults)",
            "LitServe + the same OpenVINO int8 model", "batchserve defaults", "batchserve int8",
-           "batchserve int8, 2 streams x 1 thread")  # fmt: skip
+           "batchserve int8, throughput streams", "batchserve int8, streams by load")  # fmt: skip
 
 
 def test_the_engine_benchmark_measures_every_engine_and_server(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_the_engine_benchmark_measures_every_engine_and_server(tmp_path: Path) -
         assert f"| {server}" in report, server
     bound = report.split("## Against the machine's bound", 1)[1]
     rows = [line for line in bound.splitlines() if line.startswith(("| batchserve", "| LitServe"))]
-    assert len(rows) == 5, bound
+    assert len(rows) == 6, bound
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         preprocess_ms, engine_ms, images_per_s = (float(c) for c in cells[2:5])

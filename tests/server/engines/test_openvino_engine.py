@@ -102,7 +102,9 @@ def test_every_batch_size_runs_with_its_own_rows(engine: OpenVinoEngine) -> None
 def test_warm_up_runs_every_batch_size(engine: OpenVinoEngine, monkeypatch) -> None:
     batches: list[list] = []
     real = engine.run
-    monkeypatch.setattr(engine, "run", lambda batch: batches.append(batch) or real(batch))
+    monkeypatch.setattr(
+        engine, "run", lambda batch, alone=False: batches.append(batch) or real(batch, alone=alone)
+    )
     engine.warm_up(4)
     assert [len(batch) for batch in batches] == [1, 2, 3, 4]
     # The graph uploads run: uint8 crops in.
@@ -150,3 +152,25 @@ def test_no_usage_data_is_sent(engine: OpenVinoEngine) -> None:
     """OpenVINO's converter would report to Google Analytics from a child process."""
     assert sys.modules["openvino_telemetry"] is None
     assert multiprocessing.active_children() == []
+
+
+def test_streams_by_load_compile_a_latency_stream_beside_the_one_core_streams(
+    model: LoadedModel, converted, monkeypatch
+) -> None:
+    engine = OpenVinoEngine(model, converted, "fp32", 2, 1, solo_threads=2).compile()
+    assert engine._solo is not None
+    solo, streams = engine._solo.compiled(), engine._crops.compiled()
+    assert (
+        int(solo.get_property("NUM_STREAMS")),
+        int(solo.get_property("INFERENCE_NUM_THREADS")),
+    ) == (1, 2)
+    assert int(streams.get_property("NUM_STREAMS")) == 2
+    crops = _crops(3)
+    assert np.allclose(engine.logits(crops, alone=True), engine.logits(crops), atol=1e-4)
+    layouts: list[bool] = []
+    real = engine.run
+    monkeypatch.setattr(
+        engine, "run", lambda batch, alone=False: layouts.append(alone) or real(batch, alone=alone)
+    )
+    engine.warm_up(2)
+    assert layouts == [False, False, True, True]  # every batch size on both layouts

@@ -132,7 +132,7 @@ def test_the_plan_is_resolved_once_from_settings_and_hardware() -> None:
     assert plan.batch_buckets == (1, 2, 4)  # make_settings: batches of up to 4
     assert "openvino on cpu" in plan.describe()
     assert f"{plan.cores} usable core(s)" in plan.describe()
-    assert "(torch: 1), 2 decode thread(s)" in plan.describe()
+    assert "(torch: 1; streams: latency), 2 decode thread(s)" in plan.describe()
     with pytest.raises(DeviceError, match="compiles torchvision models on the torch engine"):
         resolve_plan(make_settings(engine="openvino", compile="on"))
 
@@ -168,3 +168,25 @@ def test_cpu_features_name_the_cpu_and_the_flags_that_matter(tmp_path: Path) -> 
     )
     name, _ = cpu_features(tmp_path / "missing")
     assert name
+
+
+def test_cpu_streams_lay_out_openvinos_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plan_module, "usable_cores", lambda: 4)
+    auto = {"workers": "auto", "threads_per_worker": "auto"}
+    latency = resolve_plan(make_settings(engine="openvino", **auto))
+    assert (latency.streams, latency.workers, latency.threads_per_worker) == ("latency", 1, 4)
+    assert latency.solo_threads is None
+    throughput = resolve_plan(make_settings(engine="openvino", cpu_streams="throughput", **auto))
+    assert (throughput.workers, throughput.threads_per_worker, throughput.solo_threads) == (
+        4,
+        1,
+        None,
+    )
+    by_load = resolve_plan(make_settings(engine="openvino", cpu_streams="by-load", **auto))
+    assert (by_load.workers, by_load.threads_per_worker, by_load.solo_threads) == (4, 1, 4)
+    assert "4 worker(s) x 1 thread(s), a batch alone on 4" in by_load.describe()
+    assert "streams: by-load" in by_load.describe()
+    two = resolve_plan(make_settings(engine="openvino", cpu_streams="by-load", workers=2))
+    assert (two.workers, two.threads_per_worker, two.solo_threads) == (2, 2, 4)
+    with pytest.raises(DeviceError, match=r"BATCHSERVE_CPU_STREAMS=by-load .* not the torch"):
+        resolve_plan(make_settings(engine="torch", cpu_streams="by-load"))

@@ -334,3 +334,26 @@ def test_inference_threads_get_the_plans_thread_count_in_their_own_thread() -> N
     finally:
         torch.set_num_threads(previous)
     assert engines.built["resnet50"].threads_seen == [1]
+
+
+def test_streams_by_load_give_a_lone_batch_every_core_and_company_one_each() -> None:
+    settings = make_settings(
+        engine="openvino", cpu_streams="by-load", workers=2, threads_per_worker=1,
+        max_batch_size=1,
+    )  # fmt: skip
+    steps = gated_server(settings)
+    running, engine = next(steps)
+    try:
+        assert running.service.plan.solo_threads == running.service.plan.cores
+        assert _post(running.client(), photo("cat.jpg")).status_code == 200
+        assert engine.alone == [True]  # nothing else in flight or queued
+        with ThreadPoolExecutor(2) as pool:
+            first = _occupy_worker(pool, running, engine)  # alone too: it started first
+            second = _background_post(pool, running)
+            # The second is submitted while the first is in flight: a one-core stream.
+            wait_until(lambda: running.service._in_flight == 2)
+            engine.gate.set()
+            assert first.result().status_code == second.result().status_code == 200
+        assert engine.alone == [True, True, False]
+    finally:
+        next(steps, None)  # the fixture body's cleanup: open the gate, stop the server
