@@ -28,9 +28,10 @@ from loadtest import model_bench, report
 from loadtest.client import LoadResult, closed_loop
 from loadtest.exports import export
 from loadtest.int8_fidelity import efficientnet_lite1_module
-from loadtest.process import start_server
+from loadtest.process import cpu_seconds, start_server
 from server.config import Settings
 from server.engines import build_engine
+from server.models.cores import usable_cores
 from server.models.loading import load_model
 from server.models.plan import cpu_has_fast_bf16, resolve_plan
 
@@ -107,7 +108,9 @@ def repository_rows(onnx: Path, args: argparse.Namespace, workdir: Path) -> list
             )
             for name in ("resnet50", "effnet")
         ]
+        cpu_before, started = cpu_seconds(process.pid), time.monotonic()
         both = asyncio.run(_together(url, image, args))
+        busy = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - started)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
@@ -116,7 +119,17 @@ def repository_rows(onnx: Path, args: argparse.Namespace, workdir: Path) -> list
         rows.append(f"| {name} | {_cell(solo)} | {_cell(shared)} | {shared.errors} |")
     total = sum(r.throughput for r in both)
     rows.append(f"| both (sum) | | {total:.1f} req/s | |")
-    rows.append(f"\nReady in {ready_s:.1f} s (two models loaded, converted and warmed up).")
+    shares = ", ".join(
+        f"{name} {shared.throughput / solo.throughput:.2f}"
+        for name, solo, shared in zip(("resnet50", "effnet"), alone, both, strict=True)
+    )
+    cores = usable_cores()
+    rows += [
+        f"\nEach model under load with the other, as a share of its throughput alone: {shares}.",
+        f"While both were under load the server used {busy / cores:.0%} of the machine "
+        f"({busy:.2f} of {cores} cores: its CPU time over the wall time).",
+        f"\nReady in {ready_s:.1f} s (two models loaded, converted and warmed up).",
+    ]
     return rows
 
 

@@ -61,6 +61,21 @@ def rss_mb(pid: int) -> float:
     return total_kb / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` and its descendants have used, in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for member in [pid, *_descendants(pid)]:
+        try:
+            stat = Path(f"/proc/{member}/stat").read_text()
+        except FileNotFoundError:  # it exited between listing and reading
+            continue
+        # Fields after the command name (which may hold spaces): utime and stime are 12th, 13th.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def _descendants(pid: int) -> list[int]:
     try:
         children = [

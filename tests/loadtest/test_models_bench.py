@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,11 @@ def test_the_models_benchmark_measures_each_file_and_two_models_sharing_a_server
         assert row in report, row
     rows = [line for line in report.splitlines() if line.startswith(("| resnet50", "| effnet"))]
     assert all(line.rstrip().endswith("| 0 |") for line in rows), rows  # no errors under load
+    shares = re.search(r"its throughput alone: resnet50 ([\d.]+), effnet ([\d.]+)\.", report)
+    assert shares is not None, report
+    assert all(0 < float(share) < 2 for share in shares.groups())
+    busy = re.search(r"the server used (\d+)% of the machine \(([\d.]+) of (\d+) cores", report)
+    assert busy is not None, report
+    percent, used, cores = int(busy[1]), float(busy[2]), int(busy[3])
+    assert 0 < used <= cores * 1.05  # CPU time cannot exceed the cores (tick rounding aside)
+    assert abs(percent - 100 * used / cores) <= 1  # the same figure, rounded twice
