@@ -70,7 +70,7 @@ def preprocess_steps(
 
     def full_size() -> None:
         with Image.open(io.BytesIO(image)) as opened:
-            preprocess.to_rgb(opened.convert("RGB"))
+            opened.convert("RGB")  # loads every pixel at full size
 
     return [
         ("decode, JPEG draft scaling where exact enough (served)", _ms(

@@ -51,29 +51,26 @@ def rss_mb(pid: int) -> float:
     Descendants count because a server may run its model in processes of its own
     (LitServe's inference workers); batchserve is one process.
     """
-    total_kb = 0
-    for member in [pid, *_descendants(pid)]:
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except FileNotFoundError:  # it exited between listing and reading
-            continue
-        total_kb += int(status.split("VmRSS:")[1].split()[0])
-    return total_kb / 1024
+    statuses = _tree_files(pid, "status")
+    return sum(int(status.split("VmRSS:")[1].split()[0]) for status in statuses) / 1024
 
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) process ``pid`` and its descendants have used, in seconds."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    # Fields after the command name (which may hold spaces): utime and stime are 12th, 13th.
+    fields = [stat[stat.rindex(")") + 2 :].split() for stat in _tree_files(pid, "stat")]
+    return sum(int(f[11]) + int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_files(pid: int, name: str) -> list[str]:
+    """``/proc/<member>/<name>`` of ``pid`` and each descendant still alive."""
+    texts = []
     for member in [pid, *_descendants(pid)]:
         try:
-            stat = Path(f"/proc/{member}/stat").read_text()
+            texts.append(Path(f"/proc/{member}/{name}").read_text())
         except FileNotFoundError:  # it exited between listing and reading
             continue
-        # Fields after the command name (which may hold spaces): utime and stime are 12th, 13th.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    return texts
 
 
 def _descendants(pid: int) -> list[int]:

@@ -172,11 +172,15 @@ class OpenVinoEngine:
         self._top_k = min(MAX_TOP_K, model.num_classes)
         self._softmax = model.output == "logits"
         spec, settings = model.preprocessing, (precision, workers, threads_per_worker)
+
+        def crop_graph() -> ov.Model:
+            return with_crop_input(graph, spec)
+
         self._tensors = _Compiled(lambda: graph, *settings)
-        self._crops = _Compiled(lambda: with_crop_input(graph, spec), *settings)
-        self._solo = None
-        if solo_threads is not None:
-            self._solo = _Compiled(lambda: with_crop_input(graph, spec), precision, 1, solo_threads)
+        self._crops = _Compiled(crop_graph, *settings)
+        self._solo = (
+            None if solo_threads is None else _Compiled(crop_graph, precision, 1, solo_threads)
+        )
 
     @property
     def version(self) -> str:

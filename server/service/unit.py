@@ -328,7 +328,7 @@ class ModelUnit:
         assert engine is not None
         loop = asyncio.get_running_loop()
         alone = self._runs_alone()
-        threads = self.plan.solo_threads if alone and self.plan.solo_threads else None
+        threads = self.plan.solo_threads if alone else None
         self._in_flight += 1
         try:
             return await loop.run_in_executor(
