@@ -8,7 +8,8 @@ Sections (``--sections``, comma-separated, so one part can be rerun):
   the routes not taken (full-size decode, normalising on the decode thread).
 - ``raw``: forward throughput of every installed engine x precision x batch size
   (the engine alone, as the server builds it: uint8 crops in, no HTTP, no decode).
-- ``servers``: closed-loop HTTP load (the benchmark JPEG) on the naive baseline
+- ``servers``: closed-loop HTTP load from ``hey`` (:mod:`loadtest.hey`: the benchmark
+  JPEG as multipart; errors count every answer but 200) on the naive baseline
   (:mod:`loadtest.naive_server`), LitServe with batchserve's own OpenVINO
   models (:mod:`loadtest.litserve_server`, defaults and int8), batchserve's
   defaults and batchserve int8, one after the other, with p50/p99 and /health
@@ -23,11 +24,13 @@ Writes docs/benchmarks-engines.md (or ``--out``) and prints it.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +39,7 @@ from typing import Final
 import httpx
 import torch
 
-from loadtest import model_bench, report
-from loadtest.client import LoadResult, closed_loop
+from loadtest import hey, model_bench, report
 from loadtest.process import free_port, rss_mb, start_server
 from server.config import Settings
 from server.models.plan import cpu_has_fast_bf16, resolve_plan
@@ -109,17 +111,17 @@ class ServerResult:
     """One server under every load level."""
 
     name: str
-    levels: list[LoadResult] = field(default_factory=list)
+    levels: list[hey.HeyResult] = field(default_factory=list)
     health_p99_ms: list[float] = field(default_factory=list)
     max_rss_mb: float = 0.0
     ready_s: float = 0.0
 
 
-def _load(url: str, image: bytes, concurrency: int, duration_s: float) -> tuple[LoadResult, float]:
+def _load(url: str, body: Path, concurrency: int, duration_s: float) -> tuple[hey.HeyResult, float]:
     probe = subprocess.Popen(
         [sys.executable, "-m", "loadtest.probe", url, str(duration_s + 3)], stdout=subprocess.PIPE
     )
-    result = asyncio.run(closed_loop(url, image, concurrency, duration_s))
+    result = hey.closed_loop(url, body, concurrency, duration_s)
     output, _ = probe.communicate(timeout=120)
     health = sorted(json.loads(output))
     p99 = health[min(len(health) - 1, int(len(health) * 0.99))] if health else float("nan")
@@ -130,18 +132,45 @@ def _drive(name: str, process: subprocess.Popen[bytes], url: str, args: argparse
            ready_s: float, stop: signal.Signals = signal.SIGTERM) -> ServerResult:  # fmt: skip
     """Every load level against a started server, then stop it with ``stop``."""
     result = ServerResult(name, ready_s=ready_s)
-    image = args.image.read_bytes()
     try:
-        for concurrency in [int(c) for c in args.concurrency.split(",")]:
-            level, health = _load(url, image, concurrency, args.duration)
-            result.levels.append(level)
-            result.health_p99_ms.append(health)
-            result.max_rss_mb = max(result.max_rss_mb, rss_mb(process.pid))
-            print(f"  {name} c={concurrency}: {level.throughput:.1f} req/s", flush=True)
+        with tempfile.TemporaryDirectory() as folder:
+            body = Path(folder) / "body"
+            body.write_bytes(hey.multipart_body(args.image.read_bytes()))
+            _levels(name, process, url, body, args, result)
     finally:
-        process.send_signal(stop)
-        process.wait(timeout=120)
+        stop_server(name, process, stop)
     return result
+
+
+def _levels(name: str, process: subprocess.Popen[bytes], url: str, body: Path,
+            args: argparse.Namespace, result: ServerResult) -> None:  # fmt: skip
+    for concurrency in [int(c) for c in args.concurrency.split(",")]:
+        level, health = _load(url, body, concurrency, args.duration)
+        result.levels.append(level)
+        result.health_p99_ms.append(health)
+        result.max_rss_mb = max(result.max_rss_mb, rss_mb(process.pid))
+        print(f"  {name} c={concurrency}: {level.throughput:.1f} req/s", flush=True)
+
+
+def stop_server(
+    name: str, process: subprocess.Popen[bytes], stop: signal.Signals, grace_s: float = 60.0
+) -> None:
+    """Stop ``process`` with ``stop``; a server still up after ``grace_s`` is killed.
+
+    A server in a process group of its own gets the signal as a terminal's Ctrl-C would
+    give it, every process of the group at once: LitServe 0.2.19 signalled alone can hang
+    in its shutdown waiting for its workers, and a benchmark must not hang with it.
+    """
+    own_group = os.getpgid(process.pid) == process.pid
+    signal_all = os.killpg if own_group else os.kill
+    signal_all(process.pid, stop)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        print(f"  {name} did not stop on {stop.name} within {grace_s:g} s: killed", flush=True)
+        with contextlib.suppress(ProcessLookupError):
+            signal_all(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
 
 
 def _other(name: str, command: list[str], ready: str, args: argparse.Namespace,
@@ -149,7 +178,10 @@ def _other(name: str, command: list[str], ready: str, args: argparse.Namespace,
     """Start a server that is not batchserve (``python -m`` ``command``), wait for ``ready``."""
     port = free_port()
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", *command, "--port", str(port)])
+    # Its own process group, so that a hung shutdown can be killed with every worker it forked.
+    process = subprocess.Popen(
+        [sys.executable, "-m", *command, "--port", str(port)], start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     while process.poll() is None:
         try:
@@ -211,9 +243,10 @@ def server_table(results: list[ServerResult]) -> list[str]:
             for lvl in result.levels
         ]
         health = max(result.health_p99_ms, default=float("nan"))
+        errors = sum(level.errors for level in result.levels)
         rows.append(
             f"| {result.name} | " + " | ".join(cells)
-            + f" | {health:.1f} | {result.max_rss_mb:.0f} | {result.ready_s:.1f} |"
+            + f" | {health:.1f} | {errors} | {result.max_rss_mb:.0f} | {result.ready_s:.1f} |"
         )  # fmt: skip
     return rows
 
@@ -306,8 +339,8 @@ def _servers_section(args: argparse.Namespace) -> list[str]:
     results = server_results(args)
     return ["", "## Servers under load: req/s (p50 / p99)", "",
             "| server | " + " | ".join(f"c={c}" for c in levels)
-            + " | /health p99 ms | max RSS MB | ready s |",
-            "|---|" + "---:|" * (len(levels) + 3), *server_table(results),
+            + " | /health p99 ms | errors | max RSS MB | ready s |",
+            "|---|" + "---:|" * (len(levels) + 4), *server_table(results),
             "", "## Against the machine's bound", "",
             f"Bound: cores / (decode and preprocess of {args.image.name} on one core + the "
             "engine's core-time per image at the server's batch size). Shares are req/s / bound.",

@@ -96,11 +96,46 @@ def _nncf(**options: Any) -> Quantizer:
     return run
 
 
-def _first_and_last(nncf: Any, model: ov.Model) -> Any:
+def _first_and_last_names(model: ov.Model) -> list[str]:
     layers = [
         op for op in model.get_ordered_ops() if op.get_type_name() in {"Convolution", "MatMul"}
     ]
-    return nncf.IgnoredScope(names=[layers[0].get_friendly_name(), layers[-1].get_friendly_name()])
+    return [layers[0].get_friendly_name(), layers[-1].get_friendly_name()]
+
+
+def _first_and_last(nncf: Any, model: ov.Model) -> Any:
+    return nncf.IgnoredScope(names=_first_and_last_names(model))
+
+
+def _depthwise_first_and_last(model: ov.Model, samples: calibration.CalibrationSet) -> ov.Model:
+    return int8.quantize(model, samples, ("GroupConvolution", *_first_and_last_names(model)))
+
+
+def _accuracy_control(model: ov.Model, samples: calibration.CalibrationSet) -> ov.Model:
+    """NNCF's accuracy-aware flow, validated on the calibration crops (never the held-out).
+
+    The metric is top-1 agreement with fp32's own answers on those crops; NNCF ranks the
+    quantized operations by how far each moves the logits and reverts the worst to fp32
+    until the agreement is within ``max_drop`` of fp32's (1.0).
+    """
+    import nncf
+
+    inputs = [t.unsqueeze(0).numpy() for t in samples.calibration]
+    fp32 = ov.Core().compile_model(model, "CPU")
+    answers = [int(fp32(x)[0].argmax()) for x in inputs]
+
+    def agreement(compiled: Any, items: Any) -> tuple[float, list[list[Any]]]:
+        outputs, agreeing = [], 0
+        for x, answer in items:
+            logits = compiled(x)[0]
+            outputs.append([logits])
+            agreeing += int(logits.argmax()) == answer
+        return agreeing / max(1, len(outputs)), outputs
+
+    data = nncf.Dataset(list(zip(inputs, answers, strict=True)), lambda item: item[0])
+    return nncf.quantize_with_accuracy_control(
+        model, data, data, agreement, max_drop=0.01, subset_size=len(inputs)
+    )
 
 
 #: Each lever by the name ``--levers`` takes: its title in the report, and how it quantizes.
@@ -113,6 +148,9 @@ LEVERS: Final[dict[str, tuple[str, Quantizer]]] = {
     "overflow": ("overflow fix on every layer", _nncf(advanced_parameters=lambda n, _: (
         n.AdvancedQuantizationParameters(overflow_fix=n.OverflowFix.ENABLE)))),
     "depthwise": (DEPTHWISE, lambda m, s: int8.quantize(m, s, ("GroupConvolution",))),
+    "depthwise-first-last": ("depthwise, first and last layers fp32", _depthwise_first_and_last),
+    "accuracy-control": ("NNCF accuracy control: top-1 on the calibration crops within 1 point",
+                         _accuracy_control),
 }  # fmt: skip
 
 

@@ -7,9 +7,9 @@ Sections (``--sections``, comma-separated):
   and ONNX, each built as the server builds it on the OpenVINO engine: seconds
   to load, convert and warm up, and forward images/s per batch size.
 - ``repository``: one server with a model repository of two models (ResNet-50
-  and the EfficientNet-Lite1 ONNX file), closed-loop load on each model's
-  ``/models/{name}/predict`` alone, then on both at once: how the models share
-  the cores through the process's compute gate.
+  and the EfficientNet-Lite1 ONNX file), closed-loop load from ``hey`` on each
+  model's ``/models/{name}/predict`` alone, then on both at once: how the models
+  share the cores through the process's compute gate.
 
 Writes docs/benchmarks-models.md (or ``--out``) and prints it.
 """
@@ -17,15 +17,15 @@ Writes docs/benchmarks-models.md (or ``--out``) and prints it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Final
 
-from loadtest import model_bench, report
-from loadtest.client import LoadResult, closed_loop
+from loadtest import hey, model_bench, report
 from loadtest.exports import export
 from loadtest.int8_fidelity import efficientnet_lite1_module
 from loadtest.process import cpu_seconds, start_server
@@ -83,15 +83,19 @@ def _repository(root: Path, onnx: Path) -> Path:
     return root
 
 
-async def _together(url: str, image: bytes, args: argparse.Namespace) -> list[LoadResult]:
-    return list(
-        await asyncio.gather(
-            *(
-                closed_loop(url, image, args.concurrency, args.duration, f"/models/{name}/predict")
-                for name in ("resnet50", "effnet")
-            )
-        )
-    )
+#: The repository's two models, by served name.
+MODELS: Final = ("resnet50", "effnet")
+
+
+def _together(url: str, body: Path, args: argparse.Namespace) -> list[hey.HeyResult]:
+    """Both models under load at once: one hey per model, started together."""
+    with ThreadPoolExecutor(len(MODELS)) as pool:
+        loads = [pool.submit(_load, url, body, args, name) for name in MODELS]
+        return [load.result() for load in loads]
+
+
+def _load(url: str, body: Path, args: argparse.Namespace, name: str) -> hey.HeyResult:
+    return hey.closed_loop(url, body, args.concurrency, args.duration, f"/models/{name}/predict")
 
 
 def repository_rows(onnx: Path, args: argparse.Namespace, workdir: Path) -> list[str]:
@@ -100,28 +104,24 @@ def repository_rows(onnx: Path, args: argparse.Namespace, workdir: Path) -> list
     process, url, ready_s = start_server(
         {"MODEL_REPOSITORY": str(root), "DEFAULT_MODEL": "resnet50"}
     )
-    image = args.image.read_bytes()
+    body = workdir / "body"
+    body.write_bytes(hey.multipart_body(args.image.read_bytes()))
     try:
-        alone = [
-            asyncio.run(
-                closed_loop(url, image, args.concurrency, args.duration, f"/models/{name}/predict")
-            )
-            for name in ("resnet50", "effnet")
-        ]
+        alone = [_load(url, body, args, name) for name in MODELS]
         cpu_before, started = cpu_seconds(process.pid), time.monotonic()
-        both = asyncio.run(_together(url, image, args))
+        both = _together(url, body, args)
         busy = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - started)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
     rows = []
-    for name, solo, shared in zip(("resnet50", "effnet"), alone, both, strict=True):
+    for name, solo, shared in zip(MODELS, alone, both, strict=True):
         rows.append(f"| {name} | {_cell(solo)} | {_cell(shared)} | {shared.errors} |")
     total = sum(r.throughput for r in both)
     rows.append(f"| both (sum) | | {total:.1f} req/s | |")
     shares = ", ".join(
         f"{name} {shared.throughput / solo.throughput:.2f}"
-        for name, solo, shared in zip(("resnet50", "effnet"), alone, both, strict=True)
+        for name, solo, shared in zip(MODELS, alone, both, strict=True)
     )
     cores = usable_cores()
     rows += [
@@ -133,7 +133,7 @@ def repository_rows(onnx: Path, args: argparse.Namespace, workdir: Path) -> list
     return rows
 
 
-def _cell(result: LoadResult) -> str:
+def _cell(result: hey.HeyResult) -> str:
     return (
         f"{result.throughput:.1f} req/s ({result.percentile_ms(50):.0f} / "
         f"{result.percentile_ms(99):.0f} ms)"

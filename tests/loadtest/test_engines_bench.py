@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from loadtest.engines_bench import stop_server
 from loadtest.naive_server import create_naive_app
 from loadtest.process import free_port
 from server.config import Settings
@@ -48,6 +49,10 @@ def test_the_engine_benchmark_measures_every_engine_and_server(tmp_path: Path) -
         assert row in report, row
     for server in SERVERS:
         assert f"| {server}" in report, server
+    load = report.split("## Servers under load", 1)[1].split("##", 1)[0]
+    assert "| /health p99 ms | errors | max RSS MB | ready s |" in load
+    served = [line.strip("|").split("|") for line in load.splitlines() if line.startswith("| ")]
+    assert [row[-3].strip() for row in served[1:]] == ["0"] * len(SERVERS), load
     bound = report.split("## Against the machine's bound", 1)[1]
     rows = [line for line in bound.splitlines() if line.startswith(("| batchserve", "| LitServe"))]
     assert len(rows) == 6, bound
@@ -99,3 +104,52 @@ def test_the_naive_baseline_answers_like_batchserve() -> None:
     assert response.status_code == httpx.codes.OK
     assert len(body["predictions"]) == 5
     assert body["batch_size"] == 1
+
+
+#: A server and the worker it forked, both asleep: Ctrl-C to the group stops both.
+FORKING = "import os, time; os.fork() and print('forked', flush=True); time.sleep(60)"
+#: A server that ignores Ctrl-C, as LitServe's shutdown sometimes hangs.
+DEAF = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)"
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of ``group`` still runs (a zombie awaiting its reaper does not)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
+
+
+def test_a_peer_in_its_own_group_is_stopped_with_every_process_it_forked() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", FORKING], start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"forked\n"
+    stop_server("forking", process, signal.SIGINT, grace_s=10)
+    assert process.returncode == -signal.SIGINT
+    wait_until(lambda: not _group_alive(process.pid))
+
+
+def test_a_peer_that_ignores_its_stop_signal_is_killed_after_the_grace_time(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    process = subprocess.Popen([sys.executable, "-c", DEAF], start_new_session=True)
+    assert process.stdout is None
+    wait_until(lambda: _ignores_sigint(process.pid))
+    stop_server("deaf", process, signal.SIGINT, grace_s=0.5)
+    assert process.returncode == -signal.SIGKILL
+    assert "deaf did not stop on SIGINT within 0.5 s: killed" in capsys.readouterr().out
+
+
+def _ignores_sigint(pid: int) -> bool:
+    """Whether ``pid`` has set SIGINT to be ignored yet (SigIgn in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = next(line for line in status.splitlines() if line.startswith("SigIgn:"))
+    ignored = int(mask.split()[1], 16)
+    return bool(ignored & (1 << (signal.SIGINT - 1)))

@@ -1,0 +1,96 @@
+"""Load from ``hey`` (Debian's package): C workers posting one image as multipart for D seconds.
+
+The engines benchmark drives servers with it rather than with :mod:`loadtest.client`:
+on a 2-core machine the asyncio+httpx client took 0.29 of a core at 160 req/s, hey
+0.03, and every core the client takes is one the server under test does not get.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+BOUNDARY: Final = "batchserve-benchmark-boundary"
+_TOTAL: Final = re.compile(r"^\s*Total:\s+([\d.]+) secs", re.MULTILINE)
+_PERCENTILE: Final = re.compile(r"^\s*(\d+)% in ([\d.]+) secs", re.MULTILINE)
+_STATUS: Final = re.compile(r"^\s*\[(\d{3})\]\s+(\d+) responses", re.MULTILINE)
+_ERROR: Final = re.compile(r"^\s*\[(\d+)\]\s+\D", re.MULTILINE)
+
+
+class HeyError(RuntimeError):
+    """hey is missing, failed, or printed no summary."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeyResult:
+    """One load level as hey summarised it."""
+
+    concurrency: int
+    duration_s: float
+    answered: int
+    #: Answers other than 200, and requests that got no answer at all.
+    errors: int
+    percentiles_ms: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        """Requests answered 200 per second."""
+        return self.answered / self.duration_s if self.duration_s else 0.0
+
+    def percentile_ms(self, q: int) -> float:
+        """hey's q-th latency percentile in ms (it prints 10, 25, 50, 75, 90, 95, 99)."""
+        return self.percentiles_ms.get(q, math.nan)
+
+
+def multipart_body(image: bytes, boundary: str = BOUNDARY) -> bytes:
+    """``image`` as the one ``file`` field of a multipart/form-data body."""
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        'filename="image.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    )
+    return head.encode() + image + f"\r\n--{boundary}--\r\n".encode()
+
+
+def parse(summary: str, concurrency: int) -> HeyResult:
+    """hey's printed summary as a :class:`HeyResult`."""
+    total = _TOTAL.search(summary)
+    if total is None:
+        raise HeyError(f"hey printed no summary:\n{summary}")
+    statuses = {int(code): int(n) for code, n in _STATUS.findall(summary)}
+    _, _, errors_part = summary.partition("Error distribution:")
+    unanswered = sum(int(n) for n in _ERROR.findall(errors_part))
+    return HeyResult(
+        concurrency=concurrency,
+        duration_s=float(total.group(1)),
+        answered=statuses.get(200, 0),
+        errors=sum(n for code, n in statuses.items() if code != 200) + unanswered,
+        percentiles_ms={int(q): float(s) * 1000 for q, s in _PERCENTILE.findall(summary)},
+    )
+
+
+def run(url: str, body_file: Path, concurrency: int, duration_s: float) -> HeyResult:
+    """Post ``body_file`` to ``url`` from ``concurrency`` workers for ``duration_s`` seconds."""
+    hey = shutil.which("hey")
+    if hey is None:
+        raise HeyError("the engines benchmark needs hey: apt-get install hey (make tools)")
+    command = [
+        hey, "-z", f"{duration_s:g}s", "-c", str(concurrency), "-t", "120", "-m", "POST",
+        "-D", str(body_file), "-T", f"multipart/form-data; boundary={BOUNDARY}", url,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 180)
+    if done.returncode != 0:
+        raise HeyError(f"hey exited with status {done.returncode}: {done.stderr.strip()}")
+    return parse(done.stdout, concurrency)
+
+
+def closed_loop(
+    url: str, body_file: Path, concurrency: int, duration_s: float, path: str = "/predict"
+) -> HeyResult:
+    """A warm-up of up to 3 s (not counted), then ``duration_s`` seconds measured."""
+    run(f"{url}{path}", body_file, concurrency, min(3.0, duration_s / 4))
+    return run(f"{url}{path}", body_file, concurrency, duration_s)
