@@ -35,6 +35,8 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 #: Crop size of each EfficientNet-Lite variant, as trained.
 CROPS: Final = {1: 240, 2: 260}
 RECIPE: Final = "batchserve's default: every layer int8"
+#: The most operations NNCF's accuracy control reverts to fp32, one per step.
+ACCURACY_CONTROL_STEPS: Final = 15
 DEPTHWISE: Final = "INT8_FP32_OPS=GroupConvolution (depthwise convolutions fp32)"
 
 
@@ -96,19 +98,13 @@ def _nncf(**options: Any) -> Quantizer:
     return run
 
 
-def _first_and_last_names(model: ov.Model) -> list[str]:
-    layers = [
-        op for op in model.get_ordered_ops() if op.get_type_name() in {"Convolution", "MatMul"}
-    ]
-    return [layers[0].get_friendly_name(), layers[-1].get_friendly_name()]
-
-
 def _first_and_last(nncf: Any, model: ov.Model) -> Any:
-    return nncf.IgnoredScope(names=_first_and_last_names(model))
+    names = int8.layer_positions(model)
+    return nncf.IgnoredScope(names=[names[int8.FIRST_LAYER], names[int8.LAST_LAYER]])
 
 
-def _depthwise_first_and_last(model: ov.Model, samples: calibration.CalibrationSet) -> ov.Model:
-    return int8.quantize(model, samples, ("GroupConvolution", *_first_and_last_names(model)))
+#: What config.toml's ``int8_fp32_ops`` says for the depthwise and end layers lever.
+DEPTHWISE_AND_ENDS: Final = ("GroupConvolution", int8.FIRST_LAYER, int8.LAST_LAYER)
 
 
 def _accuracy_control(model: ov.Model, samples: calibration.CalibrationSet) -> ov.Model:
@@ -116,12 +112,14 @@ def _accuracy_control(model: ov.Model, samples: calibration.CalibrationSet) -> o
 
     The metric is top-1 agreement with fp32's own answers on those crops; NNCF ranks the
     quantized operations by how far each moves the logits and reverts the worst to fp32
-    until the agreement is within ``max_drop`` of fp32's (1.0).
+    until the agreement is within 2 points of fp32's (1.0; one crop of the 91 may differ)
+    or :data:`ACCURACY_CONTROL_STEPS` operations are reverted.
     """
     import nncf
 
     inputs = [t.unsqueeze(0).numpy() for t in samples.calibration]
-    fp32 = ov.Core().compile_model(model, "CPU")
+    # f32 explicitly: on AMX CPUs OpenVINO's default would answer in bf16 (NNCF validates in f32).
+    fp32 = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     answers = [int(fp32(x)[0].argmax()) for x in inputs]
 
     def agreement(compiled: Any, items: Any) -> tuple[float, list[list[Any]]]:
@@ -134,8 +132,12 @@ def _accuracy_control(model: ov.Model, samples: calibration.CalibrationSet) -> o
 
     data = nncf.Dataset(list(zip(inputs, answers, strict=True)), lambda item: item[0])
     return nncf.quantize_with_accuracy_control(
-        model, data, data, agreement, max_drop=0.01, subset_size=len(inputs)
-    )
+        model, data, data, agreement, max_drop=0.02, subset_size=len(inputs),
+        # Each step reverts one group and validates again (~10 s here): 15 bound the run.
+        advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
+            max_num_iterations=ACCURACY_CONTROL_STEPS
+        ),
+    )  # fmt: skip
 
 
 #: Each lever by the name ``--levers`` takes: its title in the report, and how it quantizes.
@@ -148,9 +150,10 @@ LEVERS: Final[dict[str, tuple[str, Quantizer]]] = {
     "overflow": ("overflow fix on every layer", _nncf(advanced_parameters=lambda n, _: (
         n.AdvancedQuantizationParameters(overflow_fix=n.OverflowFix.ENABLE)))),
     "depthwise": (DEPTHWISE, lambda m, s: int8.quantize(m, s, ("GroupConvolution",))),
-    "depthwise-first-last": ("depthwise, first and last layers fp32", _depthwise_first_and_last),
-    "accuracy-control": ("NNCF accuracy control: top-1 on the calibration crops within 1 point",
-                         _accuracy_control),
+    "depthwise-first-last": ("depthwise, first and last layers fp32",
+                             lambda m, s: int8.quantize(m, s, DEPTHWISE_AND_ENDS)),
+    "accuracy-control": ("NNCF accuracy control (calibration crops' top-1 within 2 points, "
+                         f"at most {ACCURACY_CONTROL_STEPS} operations fp32)", _accuracy_control),
 }  # fmt: skip
 
 

@@ -121,12 +121,14 @@ class Settings(BaseSettings):
     """The model's share of compute while several models are busy (relative to the others')."""
     """Images waiting before new requests get 503 overloaded."""
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
-    """Concurrent inference workers (auto: 1 on CPU, 2 on CUDA)."""
+    """Concurrent inference workers (auto: 1 on CPU, one per core with throughput or by-load
+    streams, 2 on CUDA)."""
     threads_per_worker: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
     """Compute threads per inference worker (auto: usable cores / workers on CPU)."""
     cpu_streams: CpuStreams = "auto"
     """OpenVINO on the CPU: one stream of every core (latency), one per core (throughput),
-    or both, chosen per batch by the queue (by-load); auto: latency."""
+    or both, chosen per batch by the queue (by-load); auto: by-load on CPUs with AMX, else
+    latency."""
     request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     """A request's deadline, from arrival; queued past it, it is not computed."""
     max_upload_mb: Annotated[float, Field(gt=0, le=1024)] = 10.0

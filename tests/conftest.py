@@ -124,6 +124,7 @@ def make_settings(**overrides: Any) -> Settings:
         # Pinned, so that results do not depend on the CI machine's CPU features.
         "precision": "fp32",
         "compile": "off",
+        "cpu_streams": "latency",
         # The torch engine starts in a second; the OpenVINO one converts the model first
         # (seconds). The shared API server runs the default engine (``resnet_server``);
         # tests/server/engines cover OpenVINO and int8 themselves.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy.typing as npt
 import openvino as ov
@@ -79,10 +79,11 @@ def quantize(
 ) -> ov.Model:
     """NNCF post-training quantization of an fp32 OpenVINO model, calibrated on every sample.
 
-    ``fp32_ops`` names operation types (``GroupConvolution``: depthwise convolutions)
-    or operation names that stay in fp32: the per-model lever for a network whose
-    answers drift too far in int8 (see docs/performance.md). An entry that matches
-    nothing is an error, so a typo cannot silently quantize everything.
+    ``fp32_ops`` names operation types (``GroupConvolution``: depthwise convolutions),
+    operation names, or :data:`FIRST_LAYER` / :data:`LAST_LAYER`, that stay in fp32:
+    the per-model lever for a network whose answers drift too far in int8 (see
+    docs/performance.md). An entry that matches nothing is an error, so a typo
+    cannot silently quantize everything.
     """
     nncf = _nncf()
     samples = [t.unsqueeze(0).numpy() for t in calibration.calibration]
@@ -94,17 +95,37 @@ def quantize(
     )
 
 
+#: ``int8_fp32_ops`` entries for the model's first and last layer (Convolution or MatMul,
+#: in the graph's order), whatever the exporter named them: the input's convolution and
+#: the classifier, which int8 hurts most on small networks.
+FIRST_LAYER: Final = "first-layer"
+LAST_LAYER: Final = "last-layer"
+
+
+def layer_positions(model: ov.Model) -> dict[str, str]:
+    """:data:`FIRST_LAYER` and :data:`LAST_LAYER` to those operations' names in ``model``."""
+    layers = [op for op in model.get_ordered_ops() if op.get_type_name() in _LAYER_TYPES]
+    if not layers:
+        return {}
+    return {FIRST_LAYER: layers[0].get_friendly_name(), LAST_LAYER: layers[-1].get_friendly_name()}
+
+
+_LAYER_TYPES: Final = frozenset({"Convolution", "GroupConvolution", "MatMul"})
+
+
 def _kept_in_fp32(nncf: Any, model: ov.Model, fp32_ops: Sequence[str]) -> Any:
-    """NNCF's ignored scope for ``fp32_ops``: each entry an operation type or name of ``model``."""
+    """NNCF's ignored scope for ``fp32_ops``: each entry a type, a name or a layer's position."""
     types = {op.get_type_name() for op in model.get_ops()}
     names = {op.get_friendly_name() for op in model.get_ops()}
-    if unknown := [entry for entry in fp32_ops if entry not in types | names]:
+    positions = layer_positions(model)
+    if unknown := [entry for entry in fp32_ops if entry not in types | names | set(positions)]:
         raise CalibrationError(
             f"BATCHSERVE_INT8_FP32_OPS: {', '.join(unknown)} is no operation type or name of "
-            f"this model (its types: {', '.join(sorted(types))})"
+            f"this model, nor {FIRST_LAYER} or {LAST_LAYER} (its types: "
+            f"{', '.join(sorted(types))})"
         )
     return nncf.IgnoredScope(
-        names=[entry for entry in fp32_ops if entry not in types],
+        names=[positions.get(entry, entry) for entry in fp32_ops if entry not in types],
         types=[entry for entry in fp32_ops if entry in types],
     )
 

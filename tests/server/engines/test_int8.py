@@ -87,6 +87,8 @@ def test_the_operations_named_for_fp32_stay_unquantized() -> None:
     one_less = quantizers(int8.quantize(fp32, samples, (first_conv.get_friendly_name(),)))
     no_depthwise = quantizers(int8.quantize(fp32, samples, ("GroupConvolution",)))
     assert 0 < no_depthwise < one_less < everything
+    ends = quantizers(int8.quantize(fp32, samples, (int8.FIRST_LAYER, int8.LAST_LAYER)))
+    assert ends < one_less  # the first layer by position is the one named above, and the last
     with pytest.raises(CalibrationError, match=r"Depthwise is no operation type or name"):
         int8.quantize(fp32, samples, ("Depthwise",))
 

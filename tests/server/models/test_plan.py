@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from server.models.plan import (
     resolve_engine,
     resolve_plan,
     resolve_precision,
+    resolve_streams,
     resolve_threads,
     resolve_workers,
 )
@@ -168,6 +170,30 @@ def test_cpu_features_name_the_cpu_and_the_flags_that_matter(tmp_path: Path) -> 
     )
     name, _ = cpu_features(tmp_path / "missing")
     assert name
+
+
+AMX: Final = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def test_cpu_streams_auto_choose_by_load_for_openvino_on_amx_only() -> None:
+    assert resolve_streams("auto", CPU, "openvino", AMX) == "by-load"
+    assert resolve_streams("auto", CPU, "openvino", AMX[:4]) == "latency"  # AVX-512, no AMX
+    assert resolve_streams("auto", CPU, "torch", AMX) == "latency"
+    assert resolve_streams("auto", torch.device("cuda"), "torch", AMX) == "latency"
+    assert resolve_streams("latency", CPU, "openvino", AMX) == "latency"
+
+
+def test_the_plan_passes_the_cpus_flags_to_the_streams_choice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(plan_module, "usable_cores", lambda: 2)
+    monkeypatch.setattr(plan_module, "cpu_features", lambda: ("Example AMX CPU", AMX))
+    auto = {"workers": "auto", "threads_per_worker": "auto", "cpu_streams": "auto"}
+    on_amx = resolve_plan(make_settings(engine="openvino", **auto))
+    assert (on_amx.streams, on_amx.workers, on_amx.solo_threads) == ("by-load", 2, 2)
+    monkeypatch.setattr(plan_module, "cpu_features", lambda: ("Example CPU", AMX[:4]))
+    elsewhere = resolve_plan(make_settings(engine="openvino", **auto))
+    assert (elsewhere.streams, elsewhere.workers, elsewhere.solo_threads) == ("latency", 1, None)
 
 
 def test_cpu_streams_lay_out_openvinos_streams(monkeypatch: pytest.MonkeyPatch) -> None:
