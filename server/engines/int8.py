@@ -100,6 +100,7 @@ def quantize(
 #: the classifier, which int8 hurts most on small networks.
 FIRST_LAYER: Final = "first-layer"
 LAST_LAYER: Final = "last-layer"
+_LAYER_TYPES: Final = frozenset({"Convolution", "GroupConvolution", "MatMul"})
 
 
 def layer_positions(model: ov.Model) -> dict[str, str]:
@@ -108,9 +109,6 @@ def layer_positions(model: ov.Model) -> dict[str, str]:
     if not layers:
         return {}
     return {FIRST_LAYER: layers[0].get_friendly_name(), LAST_LAYER: layers[-1].get_friendly_name()}
-
-
-_LAYER_TYPES: Final = frozenset({"Convolution", "GroupConvolution", "MatMul"})
 
 
 def _kept_in_fp32(nncf: Any, model: ov.Model, fp32_ops: Sequence[str]) -> Any:
