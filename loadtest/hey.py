@@ -1,8 +1,9 @@
 """Load from ``hey`` (Debian's package): C workers posting one image as multipart for D seconds.
 
-The engines benchmark drives servers with it rather than with :mod:`loadtest.client`:
-on a 2-core machine the asyncio+httpx client took 0.29 of a core at 160 req/s, hey
-0.03, and every core the client takes is one the server under test does not get.
+The engines and models benchmarks drive servers with it rather than with
+:mod:`loadtest.client`: the client shares the machine with the server under test,
+and the asyncio+httpx client costs far more CPU per request than hey, CPU the
+server then does not get.
 """
 
 from __future__ import annotations

@@ -95,9 +95,9 @@ def quantize(
     )
 
 
-#: ``int8_fp32_ops`` entries for the model's first and last layer (Convolution or MatMul,
-#: in the graph's order), whatever the exporter named them: the input's convolution and
-#: the classifier, which int8 hurts most on small networks.
+#: ``int8_fp32_ops`` entries for the model's first and last layer (a Convolution,
+#: GroupConvolution or MatMul, in the graph's order), whatever the exporter named them:
+#: the input's convolution and the classifier, which int8 hurts most on small networks.
 FIRST_LAYER: Final = "first-layer"
 LAST_LAYER: Final = "last-layer"
 _LAYER_TYPES: Final = frozenset({"Convolution", "GroupConvolution", "MatMul"})
