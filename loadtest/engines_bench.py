@@ -40,7 +40,7 @@ import httpx
 import torch
 
 from loadtest import hey, model_bench, report
-from loadtest.process import free_port, rss_mb, start_server
+from loadtest.process import free_port, main_thread_cpu_seconds, rss_mb, start_server
 from server.config import Settings
 from server.models.plan import cpu_has_fast_bf16, resolve_plan
 from server.models.torchvision_models import resolve_weights, weights_preprocessing
@@ -115,39 +115,55 @@ class ServerResult:
     health_p99_ms: list[float] = field(default_factory=list)
     max_rss_mb: float = 0.0
     ready_s: float = 0.0
+    #: batchserve's event loop (its main thread): CPU ms per answered request, per level.
+    loop_ms: list[float] = field(default_factory=list)
 
 
-def _load(url: str, body: Path, concurrency: int, duration_s: float) -> tuple[hey.HeyResult, float]:
+def _load(url: str, body: Path, concurrency: int, duration_s: float,
+          loop_pid: int | None = None) -> tuple[hey.HeyResult, float, float | None]:  # fmt: skip
+    """One level: hey's result, /health p99 from another process, and with ``loop_pid`` the
+    CPU ms its main thread spent per answered request (the /health probes' included)."""
     probe = subprocess.Popen(
         [sys.executable, "-m", "loadtest.probe", url, str(duration_s + 3)], stdout=subprocess.PIPE
     )
-    result = hey.closed_loop(url, body, concurrency, duration_s)
+    hey.warm_up(url, body, concurrency, duration_s)
+    loop_before = main_thread_cpu_seconds(loop_pid) if loop_pid else 0.0
+    result = hey.run(f"{url}/predict", body, concurrency, duration_s)
+    loop_s = main_thread_cpu_seconds(loop_pid) - loop_before if loop_pid else None
     output, _ = probe.communicate(timeout=120)
     health = sorted(json.loads(output))
     p99 = health[min(len(health) - 1, int(len(health) * 0.99))] if health else float("nan")
-    return result, p99
+    loop_ms = None if loop_s is None else loop_s * 1000 / max(1, result.answered)
+    return result, p99, loop_ms
 
 
 def _drive(name: str, process: subprocess.Popen[bytes], url: str, args: argparse.Namespace,
-           ready_s: float, stop: signal.Signals = signal.SIGTERM) -> ServerResult:  # fmt: skip
-    """Every load level against a started server, then stop it with ``stop``."""
+           ready_s: float, stop: signal.Signals = signal.SIGTERM,
+           ours: bool = False) -> ServerResult:  # fmt: skip
+    """Every load level against a started server, then stop it with ``stop``.
+
+    ``ours``: a batchserve process, whose main thread is the event loop.
+    """
     result = ServerResult(name, ready_s=ready_s)
     try:
         with tempfile.TemporaryDirectory() as folder:
             body = Path(folder) / "body"
             body.write_bytes(hey.multipart_body(args.image.read_bytes()))
-            _levels(name, process, url, body, args, result)
+            _levels(name, process, url, body, args, result, ours)
     finally:
         stop_server(name, process, stop)
     return result
 
 
 def _levels(name: str, process: subprocess.Popen[bytes], url: str, body: Path,
-            args: argparse.Namespace, result: ServerResult) -> None:  # fmt: skip
+            args: argparse.Namespace, result: ServerResult, ours: bool) -> None:  # fmt: skip
     for concurrency in [int(c) for c in args.concurrency.split(",")]:
-        level, health = _load(url, body, concurrency, args.duration)
+        loop_pid = process.pid if ours else None
+        level, health, loop_ms = _load(url, body, concurrency, args.duration, loop_pid)
         result.levels.append(level)
         result.health_p99_ms.append(health)
+        if loop_ms is not None:
+            result.loop_ms.append(loop_ms)
         result.max_rss_mb = max(result.max_rss_mb, rss_mb(process.pid))
         print(f"  {name} c={concurrency}: {level.throughput:.1f} req/s", flush=True)
 
@@ -213,7 +229,7 @@ def _litserve(name: str, precision: str, args: argparse.Namespace) -> ServerResu
 
 def _batchserve(name: str, overrides: dict[str, str], args: argparse.Namespace) -> ServerResult:
     process, url, ready_s = start_server({"MODEL": args.model, "WEIGHTS": "random", **overrides})
-    return _drive(name, process, url, args, ready_s)
+    return _drive(name, process, url, args, ready_s, ours=True)
 
 
 #: batchserve's variants under load: its defaults, int8, int8 as one throughput stream per
@@ -286,9 +302,10 @@ def bound_table(results: list[ServerResult], bounds: dict[str, Bound]) -> list[s
         if (bound := bounds.get(result.name)) is None:
             continue
         shares = " | ".join(f"{lvl.throughput / bound.images_per_s:.2f}" for lvl in result.levels)
+        loop = f"{result.loop_ms[-1]:.2f}" if result.loop_ms else "—"
         rows.append(
             f"| {result.name} | {bound.precision} | {bound.preprocess_ms:.2f} | "
-            f"{bound.engine_core_ms:.2f} | {bound.images_per_s:.1f} | {shares} |"
+            f"{bound.engine_core_ms:.2f} | {bound.images_per_s:.1f} | {shares} | {loop} |"
         )
     return rows
 
@@ -343,10 +360,12 @@ def _servers_section(args: argparse.Namespace) -> list[str]:
             "|---|" + "---:|" * (len(levels) + 4), *server_table(results),
             "", "## Against the machine's bound", "",
             f"Bound: cores / (decode and preprocess of {args.image.name} on one core + the "
-            "engine's core-time per image at the server's batch size). Shares are req/s / bound.",
+            "engine's core-time per image at the server's batch size). Shares are req/s / bound. "
+            f"Event loop: the CPU ms batchserve's main thread (HTTP, handlers, batcher) spent "
+            f"per answered request at c={levels[-1]}, which the bound does not count.",
             "", "| server | precision | preprocess ms | engine core-ms / image | bound images/s | "
-            + " | ".join(f"c={c}" for c in levels) + " |",
-            "|---|---|---:|---:|---:|" + "---:|" * len(levels),
+            + " | ".join(f"c={c}" for c in levels) + " | event loop core-ms / request |",
+            "|---|---|---:|---:|---:|" + "---:|" * (len(levels) + 1),
             *bound_table(results, bounds)]  # fmt: skip
 
 

@@ -89,9 +89,16 @@ def run(url: str, body_file: Path, concurrency: int, duration_s: float) -> HeyRe
     return parse(done.stdout, concurrency)
 
 
+def warm_up(
+    url: str, body_file: Path, concurrency: int, duration_s: float, path: str = "/predict"
+) -> None:
+    """The load of :func:`closed_loop` for up to 3 s, not counted."""
+    run(f"{url}{path}", body_file, concurrency, min(3.0, duration_s / 4))
+
+
 def closed_loop(
     url: str, body_file: Path, concurrency: int, duration_s: float, path: str = "/predict"
 ) -> HeyResult:
     """A warm-up of up to 3 s (not counted), then ``duration_s`` seconds measured."""
-    run(f"{url}{path}", body_file, concurrency, min(3.0, duration_s / 4))
+    warm_up(url, body_file, concurrency, duration_s, path)
     return run(f"{url}{path}", body_file, concurrency, duration_s)

@@ -62,6 +62,16 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(f[11]) + int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid``'s main thread alone, in seconds (Linux).
+
+    batchserve's main thread runs the event loop: HTTP, the handlers, the batcher.
+    """
+    stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _tree_files(pid: int, name: str) -> list[str]:
     """``/proc/<member>/<name>`` of ``pid`` and each descendant still alive."""
     texts = []

@@ -1,6 +1,6 @@
 """Dependencies: declared as used, and the library internals batchserve relies on still there.
 
-pyproject.toml bounds uvicorn, h11, Starlette and pydantic-settings below their
+pyproject.toml bounds uvicorn, httptools, Starlette and pydantic-settings below their
 next major because batchserve uses parts of them that are not their public API.
 These tests name each such part, so that an upgrade that moves one fails here,
 loudly and by name, rather than somewhere in a 431 or a multipart upload.
@@ -15,13 +15,13 @@ import sys
 import tomllib
 from pathlib import Path
 
-import h11
+import httptools
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pydantic_settings import CliSettingsSource
 from starlette.formparsers import MultiPartException, MultiPartParser
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 ROOT = Path(__file__).parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -75,11 +75,12 @@ def test_the_dependencies_named_by_the_issue_are_declared_directly() -> None:
 
 
 def test_uvicorn_comes_without_its_standard_extra() -> None:
-    """[standard] pulls httptools, websockets, watchfiles and uvloop, none of which we use."""
+    """[standard] pulls websockets and watchfiles too; httptools and uvloop are declared alone."""
     assert RUNTIME["uvicorn"].extras == set()
+    assert {"httptools", "uvloop"} <= set(RUNTIME)
 
 
-@pytest.mark.parametrize("name", ["uvicorn", "h11", "starlette", "pydantic-settings"])
+@pytest.mark.parametrize("name", ["uvicorn", "httptools", "starlette", "pydantic-settings"])
 def test_the_libraries_whose_internals_we_use_are_bounded_and_installed_within(name: str) -> None:
     requirement = RUNTIME[name]
     assert any(spec.operator == "<" for spec in requirement.specifier), requirement
@@ -97,26 +98,35 @@ def test_the_build_backend_reads_the_license_expression() -> None:
     assert "Version 2.0" in (ROOT / "LICENSE").read_text()
 
 
-def test_uvicorns_h11_protocol_still_has_what_http_head_overrides() -> None:
-    """server/web/http_head.py replaces ``conn`` and ``send_400_response``, writes on ``transport``.
+def test_uvicorns_httptools_protocol_still_has_what_http_head_overrides() -> None:
+    """server/web/http_head.py extends the parser callbacks and ``send_400_response``.
 
-    uvicorn's protocol must still build ``self.conn`` in ``__init__``, read events
-    through ``self.conn.next_event()`` and answer parse errors through
-    ``send_400_response(msg)``.
+    uvicorn's protocol must still hand itself to httptools' parser as the
+    callback object, answer parse errors (a callback's exception among them)
+    through ``send_400_response(msg)``, and write on ``transport``.
     """
-    init = inspect.getsource(H11Protocol.__init__)
-    assert "self.conn = h11.Connection(" in init, "H11Protocol no longer builds self.conn"
-    handle = inspect.getsource(H11Protocol.handle_events)
-    assert "self.conn.next_event()" in handle, "H11Protocol reads events another way"
-    assert "self.send_400_response(" in handle, "H11Protocol answers parse errors another way"
-    assert list(inspect.signature(H11Protocol.send_400_response).parameters) == ["self", "msg"]
-    assert "self.transport" in inspect.getsource(H11Protocol.connection_made)
+    init = inspect.getsource(HttpToolsProtocol.__init__)
+    assert "httptools.HttpRequestParser(self)" in init, "the protocol no longer is the callbacks"
+    received = inspect.getsource(HttpToolsProtocol.data_received)
+    assert "except httptools.HttpParserError" in received, "parse errors are handled elsewhere"
+    assert "self.send_400_response(" in received, "parse errors are answered another way"
+    for callback in ("on_message_begin", "on_url", "on_header", "on_headers_complete"):
+        assert callable(getattr(HttpToolsProtocol, callback)), callback
+    assert list(inspect.signature(HttpToolsProtocol.send_400_response).parameters) == [
+        "self",
+        "msg",
+    ]
+    assert "self.transport" in inspect.getsource(HttpToolsProtocol.connection_made)
 
 
-def test_h11s_connection_still_takes_what_bounded_connection_passes() -> None:
-    parameters = inspect.signature(h11.Connection.__init__).parameters
-    assert "max_incomplete_event_size" in parameters
-    assert "error_status_hint" in inspect.signature(h11.RemoteProtocolError.__init__).parameters
+def test_httptools_turns_a_callbacks_exception_into_a_parser_error() -> None:
+    class Refusing:
+        def on_header(self, name: bytes, value: bytes) -> None:
+            raise ValueError(name)
+
+    parser = httptools.HttpRequestParser(Refusing())
+    with pytest.raises(httptools.HttpParserError):
+        parser.feed_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 
 
 def test_starlettes_multipart_parser_still_takes_the_limits_upload_py_sets() -> None:

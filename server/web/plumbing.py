@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from fastapi import Request
+from fastapi import Request, Response
+from pydantic import BaseModel
 from starlette.types import Scope
 
 from server.service.door import ModelDescription, NotReadyError
@@ -25,6 +26,17 @@ if TYPE_CHECKING:
     from server.web.ratelimit import ClientRateLimiter
 
 T = TypeVar("T")
+
+
+def encoded(answer: BaseModel, *, exclude_none: bool = False) -> Response:
+    """``answer`` as the JSON response, encoded once by pydantic.
+
+    The route's ``response_model`` still documents the body; FastAPI would
+    otherwise validate again a model the handler has just built and validated,
+    on the event loop, for every answer.
+    """
+    body = answer.model_dump_json(exclude_none=exclude_none)
+    return Response(body, media_type="application/json")
 
 
 def registry_of(request: Request) -> ModelRegistry:

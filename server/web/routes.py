@@ -22,6 +22,7 @@ from server.web.plumbing import (
     REQUEST_TIMEOUT_PARAMETER,
     admit,
     count_images,
+    encoded,
     loaded,
     read_within,
     registry_of,
@@ -88,18 +89,18 @@ ModelName = Annotated[str, Path(description="A served model's name (GET /models)
 
 
 @router.post("/predict", summary="Classify one image", **_PREDICT_DOCS)
-async def predict(request: Request, top_k: TopK = 5) -> PredictResponse:
+async def predict(request: Request, top_k: TopK = 5) -> Response:
     """Upload one image (multipart field ``file``); get its top-k classes from the default model."""
     return await _predict(request, registry_of(request).default, top_k)
 
 
 @router.post("/models/{name}/predict", summary="Classify one image with a model", **_PREDICT_DOCS)
-async def predict_with(request: Request, name: ModelName, top_k: TopK = 5) -> PredictResponse:
+async def predict_with(request: Request, name: ModelName, top_k: TopK = 5) -> Response:
     """The /predict contract, on the model ``name``; 404 ``model_not_found`` if none."""
     return await _predict(request, unit_named(request, name), top_k)
 
 
-async def _predict(request: Request, unit: ModelUnit, top_k: int) -> PredictResponse:
+async def _predict(request: Request, unit: ModelUnit, top_k: int) -> Response:
     admitted = await admit(request, unit)
     reading = read_image_bytes(request, unit.limits.max_upload_bytes)
     data = await read_within(reading, admitted.read_by)
@@ -108,7 +109,7 @@ async def _predict(request: Request, unit: ModelUnit, top_k: int) -> PredictResp
     # Image and batcher errors pass through to errors.py's handlers.
     result = await cancel_on_disconnect(request, work, progress)
     count_images(request, unit, 1)
-    return _answer(request, unit, result, top_k)
+    return encoded(_answer(request, unit, result, top_k))
 
 
 def _predictions(unit: ModelUnit, result: Classification, top_k: int) -> list[Prediction]:
@@ -144,14 +145,13 @@ def _answer(
 
 _BATCH_DOCS: Final[dict[str, Any]] = {
     "response_model": BatchPredictResponse,
-    "response_model_exclude_none": True,
     "responses": error_responses(400, 401, 404, 408, 413, 415, 422, 429, 431, 500, 503, 504),
     "openapi_extra": {**_BATCH_BODY, "parameters": [REQUEST_TIMEOUT_PARAMETER]},
 }
 
 
 @router.post("/predict/batch", summary="Classify several images", **_BATCH_DOCS)
-async def predict_batch(request: Request, top_k: TopK = 5) -> BatchPredictResponse:
+async def predict_batch(request: Request, top_k: TopK = 5) -> Response:
     """Upload 1 to BATCHSERVE_MAX_FILES images (each a ``file`` part); get each one's top-k.
 
     200 when the request itself is valid: an image that cannot be decoded, or is
@@ -164,14 +164,12 @@ async def predict_batch(request: Request, top_k: TopK = 5) -> BatchPredictRespon
 @router.post(
     "/models/{name}/predict/batch", summary="Classify several images with a model", **_BATCH_DOCS
 )
-async def predict_batch_with(
-    request: Request, name: ModelName, top_k: TopK = 5
-) -> BatchPredictResponse:
+async def predict_batch_with(request: Request, name: ModelName, top_k: TopK = 5) -> Response:
     """The /predict/batch contract, on the model ``name``."""
     return await _predict_batch(request, unit_named(request, name), top_k)
 
 
-async def _predict_batch(request: Request, unit: ModelUnit, top_k: int) -> BatchPredictResponse:
+async def _predict_batch(request: Request, unit: ModelUnit, top_k: int) -> Response:
     admitted = await admit(request, unit)
     limits = unit.limits
     reading = read_image_parts(
@@ -185,7 +183,7 @@ async def _predict_batch(request: Request, unit: ModelUnit, top_k: int) -> Batch
     results = [part.error or next(outcomes) for part in parts]
     answered = [r for r in results if not isinstance(r, Exception)]
     count_images(request, unit, len(answered))
-    return BatchPredictResponse(
+    answer = BatchPredictResponse(
         results=[
             _item(unit, part, result, top_k) for part, result in zip(parts, results, strict=True)
         ],
@@ -193,6 +191,7 @@ async def _predict_batch(request: Request, unit: ModelUnit, top_k: int) -> Batch
         request_id=request.state.request_id,
         timing_ms=_timing(request, answered),
     )
+    return encoded(answer, exclude_none=True)
 
 
 def _item(

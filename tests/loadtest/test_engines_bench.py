@@ -62,6 +62,10 @@ def test_the_engine_benchmark_measures_every_engine_and_server(tmp_path: Path) -
         assert images_per_s == pytest.approx(usable_cores() * 1000 / (preprocess_ms + engine_ms),
                                              rel=0.02)  # fmt: skip
         assert 0 < float(cells[5]) < 1.5  # c=1's share of the bound
+        loop = cells[6]
+        assert (loop == "—") == row.startswith("| LitServe"), row
+        if row.startswith("| batchserve"):
+            assert 0 < float(loop) < 50, row  # measured, and a guard against nonsense
 
 
 def test_the_litserve_peer_serves_batchserves_own_engine(tmp_path: Path) -> None:
