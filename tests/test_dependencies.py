@@ -20,7 +20,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pydantic_settings import CliSettingsSource
-from starlette.formparsers import MultiPartException, MultiPartParser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 ROOT = Path(__file__).parents[1]
@@ -129,11 +130,20 @@ def test_httptools_turns_a_callbacks_exception_into_a_parser_error() -> None:
         parser.feed_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 
 
-def test_starlettes_multipart_parser_still_takes_the_limits_upload_py_sets() -> None:
-    parameters = inspect.signature(MultiPartParser.__init__).parameters
-    for name in ("headers", "stream", "max_files", "max_fields", "max_part_size"):
-        assert name in parameters, f"MultiPartParser lost its {name!r} parameter"
-    assert "message" in inspect.signature(MultiPartException.__init__).parameters
+def test_python_multiparts_parser_still_takes_what_multipart_py_passes() -> None:
+    """server/web/multipart.py drives the streaming parser with its callback table."""
+    assert list(inspect.signature(MultipartParser.__init__).parameters)[1:3] == [
+        "boundary",
+        "callbacks",
+    ]
+    events = []
+    callbacks = {"on_part_data": lambda data, start, end: events.append(data[start:end])}
+    parser = MultipartParser(b"b", callbacks)  # type: ignore[arg-type]
+    parser.write(b'--b\r\nContent-Disposition: form-data; name="f"\r\n\r\nxy\r\n--b--\r\n')
+    parser.finalize()
+    assert b"".join(events) == b"xy"
+    with pytest.raises(FormParserError):
+        MultipartParser(b"b", {}).write(b"not a multipart body at all")
 
 
 def test_pydantic_settings_cli_source_still_takes_what_the_cli_passes() -> None:

@@ -12,12 +12,11 @@ from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from server.service.progress import Progress
 from server.web.errors import ApiError, ClientDisconnectedError, DisconnectStage, ErrorCode
+from server.web.multipart import FormLimits, FormPart, MultipartError, read_form
 
 T = TypeVar("T")
 
@@ -108,10 +107,7 @@ async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
     if is_raw(request):
         return await _raw_body(request, max_bytes)
     form = await _parse(request, max_bytes + MULTIPART_OVERHEAD_BYTES, _MAX_FILES)
-    try:
-        return await _single_file(form, max_bytes)
-    finally:
-        await form.close()
+    return _single_file(form, max_bytes)
 
 
 async def read_raw_body(request: Request, max_bytes: int) -> bytes:
@@ -141,29 +137,26 @@ async def read_image_parts(
     """
     check_headers(request, max_request_bytes, raw_allowed=False, overhead=0)
     form = await _parse(request, max_request_bytes, max_files, overhead=0)
-    try:
-        uploads = form.getlist(FIELD)
-        if not uploads:
-            raise ApiError(ErrorCode.MISSING_FILE, f"no file in form field {FIELD!r}")
-        if len(uploads) > max_files:
-            raise ApiError(
-                ErrorCode.TOO_MANY_FILES, f"send at most {max_files} files in field {FIELD!r}"
-            )
-        if not all(isinstance(upload, UploadFile) for upload in uploads):
-            raise _not_a_file()  # a malformed request, not one bad image
-        return [await _part(upload, max_file_bytes) for upload in uploads]
-    finally:
-        await form.close()
+    uploads = [part for part in form if part.name == FIELD]
+    if not uploads:
+        raise ApiError(ErrorCode.MISSING_FILE, f"no file in form field {FIELD!r}")
+    if len(uploads) > max_files:
+        raise ApiError(
+            ErrorCode.TOO_MANY_FILES, f"send at most {max_files} files in field {FIELD!r}"
+        )
+    if not all(upload.is_file for upload in uploads):
+        raise _not_a_file()  # a malformed request, not one bad image
+    return [_part(upload, max_file_bytes) for upload in uploads]
 
 
 def _not_a_file() -> ApiError:
     return ApiError(ErrorCode.MISSING_FILE, f"field {FIELD!r} must be a file upload, not text")
 
 
-async def _part(upload: UploadFile | str, max_bytes: int) -> Part:
-    if not isinstance(upload, UploadFile):
+def _part(upload: FormPart, max_bytes: int) -> Part:
+    if not upload.is_file:
         raise _not_a_file()
-    data = await upload.read()
+    data = bytes(upload.data)
     if len(data) > max_bytes:
         return Part(upload.filename, error=_too_large(max_bytes, "the file"))
     if not data:
@@ -173,18 +166,15 @@ async def _part(upload: UploadFile | str, max_bytes: int) -> Part:
 
 async def _parse(
     request: Request, limit: int, max_files: int, overhead: int = MULTIPART_OVERHEAD_BYTES
-) -> FormData:
-    parser = MultiPartParser(
-        request.headers,
-        _limited(request.stream(), limit, overhead),
-        max_files=max_files,
-        max_fields=_MAX_FIELDS,
-        max_part_size=_MAX_FIELD_BYTES,
+) -> list[FormPart]:
+    limits = FormLimits(
+        max_files=max_files, max_fields=_MAX_FIELDS, max_field_bytes=_MAX_FIELD_BYTES
     )
+    body = _limited(request.stream(), limit, overhead)
     try:
-        return await parser.parse()
-    except MultiPartException as exc:
-        raise _multipart_error(exc.message, max_files) from exc
+        return await read_form(request.headers.get("content-type", ""), body, limits)
+    except MultipartError as exc:
+        raise _multipart_error(str(exc), max_files) from exc
 
 
 def _multipart_error(message: str, max_files: int) -> ApiError:
@@ -194,13 +184,13 @@ def _multipart_error(message: str, max_files: int) -> ApiError:
     return ApiError(ErrorCode.INVALID_MULTIPART, f"malformed multipart body: {message}")
 
 
-async def _single_file(form: FormData, max_bytes: int) -> bytes:
-    parts = form.getlist(FIELD)
+def _single_file(form: list[FormPart], max_bytes: int) -> bytes:
+    parts = [part for part in form if part.name == FIELD]
     if not parts:
         raise ApiError(ErrorCode.MISSING_FILE, f"no file in form field {FIELD!r}")
     if len(parts) > 1:
         raise ApiError(ErrorCode.TOO_MANY_FILES, f"send exactly one file in field {FIELD!r}")
-    part = await _part(parts[0], max_bytes)
+    part = _part(parts[0], max_bytes)
     if part.error is not None:
         raise part.error
     return part.data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 
 import pytest
@@ -59,3 +60,16 @@ def test_the_default_engine_on_the_cpu_is_openvino_and_info_names_its_version() 
     assert (info["engine"], info["plan"]["engine"]) == ("openvino", "openvino")
     assert info["versions"]["openvino"] == info["plan"]["engine_version"]
     assert answer.status_code == 200, answer.text
+
+
+def test_what_startup_built_is_kept_out_of_later_collections() -> None:
+    gc.unfreeze()
+    app = app_with_test_engine(make_settings(model="mobilenet_v2"))
+    try:
+        with TestClient(app) as client:
+            assert client.get("/ready").status_code == 200
+            frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()  # the rest of the test session collects as usual
+    # The app, its registry and the engine's objects, at the least.
+    assert frozen > 1000
