@@ -141,8 +141,9 @@ async def read_form(
     """Every part of the form in ``body``, in order; :class:`MultipartError` if it is not one."""
     boundary, charset = _boundary_and_charset(content_type)
     collector = _Collector(limits, charset)
-    parser = MultipartParser(boundary, collector.callbacks())
     try:
+        # The parser refuses some boundaries itself (over 256 bytes): invalid data too.
+        parser = MultipartParser(boundary, collector.callbacks())
         async for chunk in body:
             parser.write(chunk)
         parser.finalize()

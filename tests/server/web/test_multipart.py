@@ -86,6 +86,9 @@ async def test_forms_over_the_limits_or_without_names_are_refused(
 async def test_a_body_that_is_not_multipart_or_has_no_boundary_is_refused() -> None:
     with pytest.raises(MultipartError, match=r"^Invalid multipart data\.$"):
         await _read(b"this is not a multipart body")
+    long_boundary = "multipart/form-data; boundary=" + "b" * 5000
+    with pytest.raises(MultipartError, match=r"^Invalid multipart data\.$"):
+        await read_form(long_boundary, _chunks(b"--" + b"b" * 5000, 100), LIMITS)
     with pytest.raises(MultipartError, match=r"^Missing boundary in multipart\.$"):
         await read_form("multipart/form-data", _chunks(b"", 1), LIMITS)
 
