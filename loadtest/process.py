@@ -57,9 +57,7 @@ def rss_mb(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) process ``pid`` and its descendants have used, in seconds."""
-    # Fields after the command name (which may hold spaces): utime and stime are 12th, 13th.
-    fields = [stat[stat.rindex(")") + 2 :].split() for stat in _tree_files(pid, "stat")]
-    return sum(int(f[11]) + int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")
+    return sum(_stat_cpu_seconds(stat) for stat in _tree_files(pid, "stat"))
 
 
 def main_thread_cpu_seconds(pid: int) -> float:
@@ -67,7 +65,12 @@ def main_thread_cpu_seconds(pid: int) -> float:
 
     batchserve's main thread runs the event loop: HTTP, the handlers, the batcher.
     """
-    stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat").read_text())
+
+
+def _stat_cpu_seconds(stat: str) -> float:
+    """utime + stime of one ``/proc/.../stat`` text, in seconds."""
+    # Fields after the command name (which may hold spaces): utime and stime are 12th, 13th.
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

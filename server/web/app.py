@@ -57,7 +57,7 @@ def _freeze_startup_heap() -> None:
     """Keep what startup built (torch, OpenVINO, the models) out of every later collection.
 
     A full collection walks every tracked object: with the engines loaded, one
-    stalled the event loop for about half a second under load. Startup's objects
+    stalls the event loop for a long time under load (issue 19's notes). Startup's objects
     live as long as the process, so they move to the permanent generation
     (CPython's ``gc.freeze``); what requests allocate is collected as before.
     """

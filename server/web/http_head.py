@@ -1,8 +1,8 @@
 """Bounding the request head: 431 ``headers_too_large`` for a head over the limits.
 
-batchserve parses HTTP with httptools (llhttp, as Node.js does): measured on the
-event loop's own CPU time per /predict request, h11's pure-Python parser cost
-about a fifth of everything the loop does. httptools itself has no limit on a
+batchserve parses HTTP with httptools (llhttp, as Node.js does): it costs the
+event loop less CPU per request than h11's pure-Python parser (issue 19's
+notes; docs/performance.md, "The event loop's cost"). httptools itself has no limit on a
 head: it keeps appending a header value that never ends. :class:`BoundedHttpToolsProtocol`
 counts the head as it arrives and refuses, with 431 in the API's error shape and
 then closing the connection (after an unread head the stream cannot be trusted

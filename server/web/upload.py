@@ -137,9 +137,7 @@ async def read_image_parts(
     """
     check_headers(request, max_request_bytes, raw_allowed=False, overhead=0)
     form = await _parse(request, max_request_bytes, max_files, overhead=0)
-    uploads = [part for part in form if part.name == FIELD]
-    if not uploads:
-        raise ApiError(ErrorCode.MISSING_FILE, f"no file in form field {FIELD!r}")
+    uploads = _field_parts(form)
     if len(uploads) > max_files:
         raise ApiError(
             ErrorCode.TOO_MANY_FILES, f"send at most {max_files} files in field {FIELD!r}"
@@ -184,10 +182,16 @@ def _multipart_error(message: str, max_files: int) -> ApiError:
     return ApiError(ErrorCode.INVALID_MULTIPART, f"malformed multipart body: {message}")
 
 
-def _single_file(form: list[FormPart], max_bytes: int) -> bytes:
+def _field_parts(form: list[FormPart]) -> list[FormPart]:
+    """The parts of field ``file``, in order; 400 ``missing_file`` if there are none."""
     parts = [part for part in form if part.name == FIELD]
     if not parts:
         raise ApiError(ErrorCode.MISSING_FILE, f"no file in form field {FIELD!r}")
+    return parts
+
+
+def _single_file(form: list[FormPart], max_bytes: int) -> bytes:
+    parts = _field_parts(form)
     if len(parts) > 1:
         raise ApiError(ErrorCode.TOO_MANY_FILES, f"send exactly one file in field {FIELD!r}")
     part = _part(parts[0], max_bytes)
