@@ -19,6 +19,7 @@ from typing import Final
 BOUNDARY: Final = "batchserve-benchmark-boundary"
 _TOTAL: Final = re.compile(r"^\s*Total:\s+([\d.]+) secs", re.MULTILINE)
 _PERCENTILE: Final = re.compile(r"^\s*(\d+)% in ([\d.]+) secs", re.MULTILINE)
+_SLOWEST: Final = re.compile(r"^\s*Slowest:\s+([\d.]+) secs", re.MULTILINE)
 _STATUS: Final = re.compile(r"^\s*\[(\d{3})\]\s+(\d+) responses", re.MULTILINE)
 _ERROR: Final = re.compile(r"^\s*\[(\d+)\]\s+\D", re.MULTILINE)
 
@@ -37,6 +38,9 @@ class HeyResult:
     #: Answers other than 200, and requests that got no answer at all.
     errors: int
     percentiles_ms: dict[int, float] = field(default_factory=dict)
+    slowest_ms: float = math.nan
+    #: Answers hey timed (any status; a request that got no answer has no time).
+    timed: int = 0
 
     @property
     def throughput(self) -> float:
@@ -44,8 +48,15 @@ class HeyResult:
         return self.answered / self.duration_s if self.duration_s else 0.0
 
     def percentile_ms(self, q: int) -> float:
-        """hey's q-th latency percentile in ms (it prints 10, 25, 50, 75, 90, 95, 99)."""
-        return self.percentiles_ms.get(q, math.nan)
+        """hey's q-th latency percentile in ms (it prints 10, 25, 50, 75, 90, 95, 99).
+
+        hey leaves out a percentile its few answers do not reach (the 99th of
+        fewer than 100); by nearest rank that one is the slowest answer.
+        """
+        if q in self.percentiles_ms:
+            return self.percentiles_ms[q]
+        last_rank = self.timed and math.ceil(q * self.timed / 100) >= self.timed
+        return self.slowest_ms if last_rank else math.nan
 
 
 def multipart_body(image: bytes, boundary: str = BOUNDARY) -> bytes:
@@ -62,6 +73,7 @@ def parse(summary: str, concurrency: int) -> HeyResult:
     total = _TOTAL.search(summary)
     if total is None:
         raise HeyError(f"hey printed no summary:\n{summary}")
+    slowest = _SLOWEST.search(summary)
     statuses = {int(code): int(n) for code, n in _STATUS.findall(summary)}
     _, _, errors_part = summary.partition("Error distribution:")
     unanswered = sum(int(n) for n in _ERROR.findall(errors_part))
@@ -71,6 +83,8 @@ def parse(summary: str, concurrency: int) -> HeyResult:
         answered=statuses.get(200, 0),
         errors=sum(n for code, n in statuses.items() if code != 200) + unanswered,
         percentiles_ms={int(q): float(s) * 1000 for q, s in _PERCENTILE.findall(summary)},
+        slowest_ms=float(slowest.group(1)) * 1000 if slowest else math.nan,
+        timed=sum(statuses.values()),
     )
 
 

@@ -26,7 +26,11 @@ def operation_id(route: APIRoute) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Serve the document with the response headers that middleware and errors add."""
+    """Serve the document with the response headers that middleware and errors add.
+
+    Path parameters carry the served default model (``app.state.registry``) as their
+    example, so /docs' "Try it out" and schemathesis' explicit phase reach a real model.
+    """
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -36,7 +40,9 @@ def install(app: FastAPI) -> None:
                 summary=app.summary,
                 routes=app.routes,
             )
-            app.openapi_schema = with_headers(schema)
+            app.openapi_schema = with_examples(
+                with_headers(schema), app.state.registry.default_name
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -51,4 +57,19 @@ def with_headers(schema: dict[str, Any]) -> dict[str, Any]:
                 headers["X-Request-ID"] = _REQUEST_ID
                 if status in RETRY_STATUSES:
                     headers["Retry-After"] = _RETRY_AFTER
+    return schema
+
+
+#: Example values of the path parameters other than the model's name.
+_PATH_EXAMPLES: Final = {"version": "1"}
+
+
+def with_examples(schema: dict[str, Any], model: str) -> dict[str, Any]:
+    """Every ``{name}`` path parameter's example is ``model``; ``{version}``'s is "1"."""
+    examples = {**_PATH_EXAMPLES, "name": model}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter.get("name") in examples:
+                    parameter["example"] = examples[parameter["name"]]
     return schema

@@ -65,6 +65,7 @@ REQUEST_TIMEOUT_PARAMETER: Final[dict[str, Any]] = {
     "description": "Seconds this request may take, counted from its arrival; "
     "shortens BATCHSERVE_REQUEST_TIMEOUT_S, never lengthens it",
     "schema": {"type": "number", "exclusiveMinimum": 0},
+    "example": 10,
 }
 
 

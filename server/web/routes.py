@@ -84,7 +84,7 @@ _PREDICT_DOCS: Final[dict[str, Any]] = {
     "responses": error_responses(400, 401, 404, 408, 413, 415, 422, 429, 431, 500, 503, 504),
     "openapi_extra": {**_MULTIPART_BODY, "parameters": [REQUEST_TIMEOUT_PARAMETER]},
 }
-TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many classes")]
+TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many classes", examples=[3])]
 ModelName = Annotated[str, Path(description="A served model's name (GET /models)")]
 
 

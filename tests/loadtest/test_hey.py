@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -88,3 +89,35 @@ def test_the_body_is_one_file_field_a_multipart_parser_reads_back() -> None:
 def test_a_summary_without_totals_is_an_error() -> None:
     with pytest.raises(hey.HeyError, match="no summary"):
         hey.parse("Error: bad flag", 1)
+
+
+# hey's summary of 40 answers (hey -n 40 -c 1): no 99th percentile, a "0%" line instead.
+FEW_ANSWERS = """
+Summary:
+  Total:\t0.0389 secs
+  Slowest:\t0.0021 secs
+  Fastest:\t0.0006 secs
+
+Latency distribution:
+  10% in 0.0007 secs
+  50% in 0.0009 secs
+  95% in 0.0018 secs
+  0% in 0.0000 secs
+
+Status code distribution:
+  [200]\t38 responses
+  [503]\t2 responses
+"""
+
+
+def test_the_99th_percentile_of_fewer_than_100_answers_is_the_slowest() -> None:
+    result = hey.parse(FEW_ANSWERS, 1)
+    assert (result.answered, result.errors, result.timed) == (38, 2, 40)
+    assert result.percentile_ms(95) == pytest.approx(1.8)
+    assert result.percentile_ms(99) == pytest.approx(2.1)
+
+
+def test_a_percentile_hey_leaves_out_of_many_answers_stays_unknown() -> None:
+    many = FEW_ANSWERS.replace("[200]\t38", "[200]\t398")
+    assert math.isnan(hey.parse(many, 1).percentile_ms(99))
+    assert math.isnan(hey.parse("Total:\t1.0 secs\n", 1).percentile_ms(99))

@@ -62,3 +62,25 @@ def test_both_variants_load_their_own_weights() -> None:
     assert (lite1.preprocessing.crop_size, lite2.preprocessing.crop_size) == (240, 260)
     assert (lite1.preprocessing.resize_size, lite2.preprocessing.resize_size) == (274, 297)
     assert lite1.sha256 != lite2.sha256
+
+
+def test_accuracy_control_returns_an_int8_model_within_its_drop_of_fp32() -> None:
+    import openvino as ov
+    import torch
+
+    from server.engines.calibration import CalibrationSet
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10),
+    ).eval()  # fmt: skip
+    model = ov.convert_model(net, example_input=torch.zeros(1, 3, 32, 32))
+    crops = tuple(torch.randn(3, 32, 32) for _ in range(12))
+    quantized = int8_fidelity._accuracy_control(model, CalibrationSet(crops, (), "-", "test"))
+    assert any(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    fp32, int8 = (ov.Core().compile_model(m, "CPU", f32) for m in (model, quantized))
+    inputs = [crop.unsqueeze(0).numpy() for crop in crops]
+    agreeing = sum(int(fp32(x)[0].argmax()) == int(int8(x)[0].argmax()) for x in inputs)
+    assert agreeing / len(inputs) >= 1 - 0.02 - 1 / len(inputs)

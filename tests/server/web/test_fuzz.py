@@ -10,9 +10,10 @@ import time
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
+from schemathesis.generation.modes import GenerationMode
 from schemathesis.schemas import APIOperation
 
 from server.web.errors import STATUS
@@ -106,6 +107,51 @@ def test_every_endpoint_keeps_its_documented_contract(
         _keeps_the_contract(case)
 
     keeps_its_contract()
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
+def test_every_endpoint_keeps_its_contract_on_its_coverage_cases(
+    warmed_up: None, operation: APIOperation
+) -> None:
+    """schemathesis' coverage phase: each parameter's boundaries, missing and wrong types."""
+    generation = schema.config.generation_for(operation=operation, phase="coverage")
+    modes = list(GenerationMode)
+    cases = list(
+        schema.iter_coverage_cases(operation, generation_modes=modes, generation_config=generation)
+    )
+    assert cases
+    for case in cases:
+        _keeps_the_contract(case)
+
+
+#: The operations whose parameters the document gives examples for (top_k, the model's name).
+EXAMPLED = [op for op in OPERATIONS if op.get_strategies_from_examples()]
+
+
+@pytest.mark.parametrize("operation", EXAMPLED, ids=[op.label for op in EXAMPLED])
+def test_every_documented_example_keeps_the_contract(
+    warmed_up: None, operation: APIOperation
+) -> None:
+    """schemathesis' examples phase: the document's own examples, the rest filled in."""
+
+    @settings(
+        max_examples=10,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(case=st.one_of(operation.get_strategies_from_examples()))
+    def keeps_its_contract(case: schemathesis.Case) -> None:
+        if "name" in (case.path_parameters or {}):
+            assert case.path_parameters["name"] == "mobilenet_v2"
+        _keeps_the_contract(case)
+
+    keeps_its_contract()
+
+
+def test_the_examples_reach_every_model_route() -> None:
+    labels = {op.label for op in EXAMPLED}
+    assert {"POST /predict", "POST /models/{name}/predict", "GET /models/{name}"} <= labels
 
 
 def _keeps_the_contract(case: schemathesis.Case) -> None:
