@@ -29,9 +29,13 @@ _STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 #: The labels of ``batchserve_model_info``: what this instance serves, and how.
 MODEL_INFO_LABELS = (
-    "model", "weights", "engine", "engine_version", "device", "precision", "max_batch_size",
-    "workers",
+    "model", "version", "weights", "engine", "engine_version", "device", "precision",
+    "max_batch_size", "workers",
 )  # fmt: skip
+
+
+#: Every per-model metric's labels: the model's name and its version.
+_MODEL = ("model", "version")
 
 
 class Metrics:
@@ -56,20 +60,20 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "batchserve_requests",
-            "HTTP requests answered (model: the model a predict request named, else empty)",
-            ["endpoint", "status", "model"],
+            "HTTP requests answered (model, version: what a predict request reached, else empty)",
+            ["endpoint", "status", "model", "version"],
             registry=r,
         )
         self.images = Counter(
             "batchserve_images",
             "Images classified and answered",
-            ["endpoint", "model"],
+            ["endpoint", "model", "version"],
             registry=r,
         )
         self.request_duration = Histogram(
             "batchserve_request_duration_seconds",
             "Time from request arrival to the end of the response",
-            ["endpoint", "model"],
+            ["endpoint", "model", "version"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -88,7 +92,7 @@ class Metrics:
 
     def _declare_pipeline(self, batch_sizes: tuple[float, ...]) -> None:
         r = self.registry
-        gauge = functools.partial(Gauge, labelnames=["model"], registry=r)
+        gauge = functools.partial(Gauge, labelnames=_MODEL, registry=r)
         self.queue_depth = gauge("batchserve_queue_depth", "Items waiting in the batcher")
         self.queue_capacity = gauge(
             "batchserve_queue_capacity", "Items the batcher queue holds before refusing"
@@ -101,10 +105,10 @@ class Metrics:
         self.compute_seconds = Counter(
             "batchserve_compute_seconds",
             "Forward-pass time charged to the model: seconds x the share of the cores held",
-            ["model"],
+            _MODEL,
             registry=r,
         )
-        histogram = functools.partial(Histogram, labelnames=["model"], registry=r)
+        histogram = functools.partial(Histogram, labelnames=_MODEL, registry=r)
         self.queue_wait = histogram(
             "batchserve_queue_wait_seconds",
             "Time an item waited in the batcher before its batch started",
@@ -128,7 +132,7 @@ class Metrics:
         self.dropped = Counter(
             "batchserve_dropped",
             "Items that left the batcher without being computed",
-            ["model", "reason"],
+            [*_MODEL, "reason"],
             registry=r,
         )
         self.model_info = Gauge(
@@ -141,19 +145,19 @@ class Metrics:
     def _initialise(self, endpoints: list[str], error_codes: list[str], stages: list[str]) -> None:
         # Labelled series exist from start-up so dashboards show zeros, not gaps.
         for endpoint in endpoints:
-            self.request_duration.labels(endpoint=endpoint, model="")
+            self.request_duration.labels(endpoint=endpoint, model="", version="")
         for code in error_codes:
             self.errors.labels(code=code)
         for stage in stages:
             self.client_disconnects.labels(stage=stage)
 
-    def for_model(self, name: str) -> ModelMetrics:
-        """The pipeline metrics of one model (its ``model`` label), zeros published now."""
-        return ModelMetrics(self, name)
+    def for_model(self, name: str, version: int = 1) -> ModelMetrics:
+        """The pipeline metrics of one model version (its labels), zeros published now."""
+        return ModelMetrics(self, name, str(version))
 
-    def count_images(self, model: str, endpoint: str, count: int) -> None:
-        """``count`` images of ``model`` answered through ``endpoint``."""
-        self.images.labels(endpoint=endpoint, model=model).inc(count)
+    def count_images(self, model: str, version: str, endpoint: str, count: int) -> None:
+        """``count`` images of ``model``'s ``version`` answered through ``endpoint``."""
+        self.images.labels(endpoint=endpoint, model=model, version=version).inc(count)
 
     def set_model_info(self, **labels: str) -> None:
         """Publish one model's description as the labels of ``batchserve_model_info``."""
@@ -163,10 +167,13 @@ class Metrics:
         """Forget every model's description (before a new start publishes them again)."""
         self.model_info.clear()
 
-    def observe_request(self, endpoint: str, status: int, duration_s: float, model: str) -> None:
-        """Count one answered request and its latency."""
-        self.requests.labels(endpoint=endpoint, status=str(status), model=model).inc()
-        self.request_duration.labels(endpoint=endpoint, model=model).observe(duration_s)
+    def observe_request(
+        self, endpoint: str, status: int, duration_s: float, model: str = "", version: str = ""
+    ) -> None:
+        """Count one answered request and its latency (model and version: what it reached)."""
+        labels = {"endpoint": endpoint, "model": model, "version": version}
+        self.requests.labels(status=str(status), **labels).inc()
+        self.request_duration.labels(**labels).observe(duration_s)
 
     def exposition(self, accept_header: str) -> tuple[bytes, str]:
         """The registry in the format the scraper asked for (Prometheus text or OpenMetrics)."""
@@ -175,26 +182,27 @@ class Metrics:
 
 
 class ModelMetrics:
-    """One model's view of the pipeline metrics: the batcher's observer, bound to its label."""
+    """One model version's view of the pipeline metrics: the batcher's observer, with its labels."""
 
-    def __init__(self, metrics: Metrics, model: str) -> None:
+    def __init__(self, metrics: Metrics, model: str, version: str = "1") -> None:
         self.model = model
+        self.labels = {"model": model, "version": version}
         self._metrics = metrics
-        self.preprocess_duration = metrics.preprocess_duration.labels(model=model)
-        self._batch_size = metrics.batch_size.labels(model=model)
-        self._inference_duration = metrics.inference_duration.labels(model=model)
-        self._queue_wait = metrics.queue_wait.labels(model=model)
-        self._compute_seconds = metrics.compute_seconds.labels(model=model)
+        self.preprocess_duration = metrics.preprocess_duration.labels(**self.labels)
+        self._batch_size = metrics.batch_size.labels(**self.labels)
+        self._inference_duration = metrics.inference_duration.labels(**self.labels)
+        self._queue_wait = metrics.queue_wait.labels(**self.labels)
+        self._compute_seconds = metrics.compute_seconds.labels(**self.labels)
         for reason in DropReason:
-            metrics.dropped.labels(model=model, reason=reason.value)
+            metrics.dropped.labels(reason=reason.value, **self.labels)
 
     def watch_batcher(self, statistics: Callable[[], BatcherStatistics]) -> None:
         """Read queue depth and busy workers from the batcher at every scrape."""
-        m, name = self._metrics, self.model
-        m.queue_depth.labels(model=name).set_function(lambda: statistics().queue_depth)
-        m.queue_capacity.labels(model=name).set_function(lambda: statistics().max_queue_size)
-        m.workers_busy.labels(model=name).set_function(lambda: statistics().busy_workers)
-        m.workers.labels(model=name).set_function(lambda: statistics().workers)
+        m, labels = self._metrics, self.labels
+        m.queue_depth.labels(**labels).set_function(lambda: statistics().queue_depth)
+        m.queue_capacity.labels(**labels).set_function(lambda: statistics().max_queue_size)
+        m.workers_busy.labels(**labels).set_function(lambda: statistics().busy_workers)
+        m.workers.labels(**labels).set_function(lambda: statistics().workers)
 
     def count_compute(self, seconds: float) -> None:
         """One forward pass's compute (the compute gate's charge), in machine-seconds."""
@@ -209,4 +217,4 @@ class ModelMetrics:
 
     def on_drop(self, reason: DropReason) -> None:
         """Batcher observer hook: one call per item dropped without compute."""
-        self._metrics.dropped.labels(model=self.model, reason=reason.value).inc()
+        self._metrics.dropped.labels(reason=reason.value, **self.labels).inc()

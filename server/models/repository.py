@@ -1,11 +1,15 @@
 """Which models to serve: the one the settings name, or every folder of a model repository.
 
 A repository is laid out like Triton's: one folder per model, named after it,
-holding exactly one of ``model.pt``, ``model.ts``, ``model.pt2``, ``model.onnx``
-(or a ``config.toml`` naming a torchvision ``model``), an optional
-``labels.txt`` and an optional ``config.toml`` whose keys are the per-model
-settings in lower case. Process-wide ``BATCHSERVE_*`` values are every model's
-defaults; the model's own files and keys win.
+holding numbered version folders (``1/``, ``2/``) each with exactly one of
+``model.pt``, ``model.ts``, ``model.pt2``, ``model.onnx`` and optionally its own
+``labels.txt``; or, batchserve's first layout, that one model file directly in
+the model's folder (version 1), or a ``config.toml`` naming a torchvision
+``model``. Beside the versions: an optional ``labels.txt`` and an optional
+``config.toml`` whose keys are the per-model settings in lower case, and
+``version_policy`` (:mod:`server.models.versions`). Process-wide
+``BATCHSERVE_*`` values are every model's defaults; the model's own files and
+keys win.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from server.config import (
 )
 from server.models.errors import ModelConfigError
 from server.models.sources import served_name
+from server.models.versions import parse_policy, version_folders
 
 CONFIG_FILE: Final = "config.toml"
 LABELS_FILE: Final = "labels.txt"
@@ -33,14 +38,15 @@ _PATH_KEYS: Final = ("model", "weights", "labels", "calibration_dir", "held_out_
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """A model to serve: its name and its own settings."""
+    """A model version to serve: its name, its own settings and its version number."""
 
     name: str
     settings: Settings
+    version: int = 1
 
 
 def model_specs(settings: Settings) -> list[ModelSpec]:
-    """Every model the settings ask for, in name order (one without a repository)."""
+    """Every model version the settings ask for, by name then version (one without a repository)."""
     if settings.model_repository is None:
         return [ModelSpec(served_name(settings), settings)]
     root = settings.model_repository
@@ -49,7 +55,7 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise ModelConfigError(f"BATCHSERVE_MODEL_REPOSITORY={root} has no model folders")
-    return [_folder_spec(folder, settings) for folder in folders]
+    return [spec for folder in folders for spec in _folder_specs(folder, settings)]
 
 
 def default_model(settings: Settings, names: list[str]) -> str:
@@ -69,7 +75,8 @@ def default_model(settings: Settings, names: list[str]) -> str:
     return names[0]
 
 
-def _folder_spec(folder: Path, settings: Settings) -> ModelSpec:
+def _folder_specs(folder: Path, settings: Settings) -> list[ModelSpec]:
+    """The versions of one model folder that its version policy serves."""
     name = folder.name
     if not MODEL_NAME_PATTERN.match(name):
         raise ModelConfigError(
@@ -77,32 +84,73 @@ def _folder_spec(folder: Path, settings: Settings) -> ModelSpec:
             "'-', at most 64"
         )
     overrides = _read_config(folder)
-    files = [folder / f"model{suffix}" for suffix in MODEL_FILE_SUFFIXES]
-    found = [path for path in files if path.is_file()]
+    policy = parse_policy(overrides.pop("version_policy", None), str(folder / CONFIG_FILE))
+    versions = version_folders(folder)
+    if not versions:
+        policy.select([1], name)  # the first layout is version 1: the policy must allow it
+        return [_version_spec(name, folder, folder, overrides, settings, 1)]
+    if _model_files(folder) or "model" in overrides:
+        raise ModelConfigError(
+            f"model {name}: {folder} has version folders and a model of its own (a model "
+            f"file or `model =` in {CONFIG_FILE}); keep the model files in the versions"
+        )
+    return [
+        _version_spec(name, folder, versions[v], overrides, settings, v)
+        for v in policy.select(list(versions), name)
+    ]
+
+
+def _model_files(folder: Path) -> list[Path]:
+    return [p for p in (folder / f"model{suffix}" for suffix in MODEL_FILE_SUFFIXES) if p.is_file()]
+
+
+def _version_spec(
+    name: str,
+    folder: Path,
+    version_folder: Path,
+    config: dict[str, object],
+    settings: Settings,
+    version: int,
+) -> ModelSpec:
+    """One version: its folder's model file (or config's ``model``) and the nearest labels."""
+    overrides = dict(config)
+    where = f"model {name}" if version_folder == folder else f"model {name} version {version}"
+    _add_model_file(overrides, version_folder, where)
+    _add_labels(overrides, folder, version_folder)
+    overrides.setdefault("labels", None)  # never another model's BATCHSERVE_LABELS
+    try:
+        own = with_model_settings(settings, overrides, str(folder), model_name=name)
+    except SettingsError as exc:
+        raise ModelConfigError(f"{where}: {exc}") from exc
+    return ModelSpec(name, own, version)
+
+
+def _add_model_file(overrides: dict[str, object], folder: Path, where: str) -> None:
+    """The folder's one model file as ``model``, unless config.toml names a torchvision one."""
+    found = _model_files(folder)
     if len(found) > 1:
         names = ", ".join(path.name for path in found)
-        raise ModelConfigError(
-            f"model {name}: {folder} holds several model files ({names}); keep one"
-        )
+        raise ModelConfigError(f"{where}: {folder} holds several model files ({names}); keep one")
     if found and "model" in overrides:
         raise ModelConfigError(
-            f"model {name}: {found[0]} and `model =` in {CONFIG_FILE} both say what to serve"
+            f"{where}: {found[0]} and `model =` in {CONFIG_FILE} both say what to serve"
         )
     if found:
         overrides["model"] = str(found[0])
     elif "model" not in overrides:
         raise ModelConfigError(
-            f"model {name}: {folder} has no model file (model.pt, model.ts, model.pt2 or "
-            f"model.onnx) and its {CONFIG_FILE} names no torchvision `model`"
+            f"{where}: {folder} has no model file (model.pt, model.ts, model.pt2 or "
+            f"model.onnx), nor does its {CONFIG_FILE} name a torchvision `model`"
         )
-    if (folder / LABELS_FILE).is_file() and "labels" not in overrides:
+
+
+def _add_labels(overrides: dict[str, object], folder: Path, version_folder: Path) -> None:
+    """A version's own labels.txt first, then config.toml's ``labels``, then the model's."""
+    own = version_folder / LABELS_FILE
+    if version_folder != folder and own.is_file():
+        overrides["labels"] = str(own)
+    elif (folder / LABELS_FILE).is_file() and "labels" not in overrides:
         overrides["labels"] = str(folder / LABELS_FILE)
-    overrides.setdefault("labels", None)  # never another model's BATCHSERVE_LABELS
-    try:
-        own = with_model_settings(settings, overrides, str(folder), model_name=name)
-    except SettingsError as exc:
-        raise ModelConfigError(f"model {name}: {exc}") from exc
-    return ModelSpec(name, own)
 
 
 def _read_config(folder: Path) -> dict[str, object]:

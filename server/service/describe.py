@@ -18,6 +18,7 @@ def describe(unit: ModelUnit) -> ModelDescription:
     assert model is not None
     return ModelDescription(
         name=unit.name,
+        version=unit.version,
         source=model.source,
         file=str(model.path) if model.path else None,
         file_sha256=model.sha256,

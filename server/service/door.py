@@ -23,6 +23,8 @@ class ModelDescription:
     """A loaded model and how it runs; fixed once the model is loaded."""
 
     name: str
+    #: The version this unit serves (a repository's numbered folder; 1 otherwise).
+    version: int
     #: ``torchvision``, ``torchscript``, ``exported`` or ``onnx``.
     source: str
     file: str | None

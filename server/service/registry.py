@@ -44,21 +44,22 @@ def build_registry(
     models: Sequence[ModelPlan],
     preparer: Preparer = prepare,
 ) -> ModelRegistry:
-    """One unit per model, sharing one compute gate; the default model checked.
+    """One unit per model version, sharing one compute gate; the default model checked.
 
     A model not prepared yet is prepared by ``preparer`` when its unit starts.
     """
-    default = default_model(settings, [model.spec.name for model in models])
+    default = default_model(settings, list(dict.fromkeys(model.spec.name for model in models)))
     gate = ComputeGate(max(model.plan.cores for model in models))
     units = [
         ModelUnit(
             model.spec.name,
             model.spec.settings,
-            metrics.for_model(model.spec.name),
+            metrics.for_model(model.spec.name, model.spec.version),
             model.plan,
             model.prepared,
             gate,
             preparer,
+            model.spec.version,
         )
         for model in models
     ]
@@ -66,36 +67,61 @@ def build_registry(
 
 
 class ModelRegistry:
-    """Every served model's :class:`~server.service.unit.ModelUnit`; which one /predict serves."""
+    """Every served model version's :class:`~server.service.unit.ModelUnit`; which one answers.
+
+    A request that names no version reaches the model's newest ready version.
+    """
 
     def __init__(
         self, settings: Settings, units: Sequence[ModelUnit], default: str, gate: ComputeGate
     ) -> None:
         self.settings = settings
         self.gate = gate
-        self._units = {unit.name: unit for unit in units}
+        self._models: dict[str, list[ModelUnit]] = {}
+        for unit in sorted(units, key=lambda u: (u.name, u.version)):
+            self._models.setdefault(unit.name, []).append(unit)
         self.default_name = default
         self._decode_pool: ThreadPoolExecutor | None = None
 
     def __iter__(self) -> Iterator[ModelUnit]:
-        return iter(self._units.values())
+        """Every version of every model, by name then version."""
+        return (unit for versions in self._models.values() for unit in versions)
 
     def __len__(self) -> int:
-        return len(self._units)
+        """How many models (not versions) are served."""
+        return len(self._models)
 
     @property
     def names(self) -> list[str]:
         """The served models' names, in order."""
-        return list(self._units)
+        return list(self._models)
+
+    def versions(self, name: str) -> list[ModelUnit]:
+        """The served versions of ``name``, lowest first (none: not served)."""
+        return list(self._models.get(name, ()))
 
     def get(self, name: str) -> ModelUnit | None:
-        """The unit serving ``name``, or None."""
-        return self._units.get(name)
+        """The unit a request naming ``name`` and no version reaches, or None.
+
+        The newest ready version; while none is ready, the newest, whose
+        refusal says why.
+        """
+        versions = self._models.get(name)
+        if not versions:
+            return None
+        ready = [unit for unit in versions if unit.ready]
+        return (ready or versions)[-1]
+
+    def get_version(self, name: str, version: int) -> ModelUnit | None:
+        """The unit serving ``version`` of ``name``, or None."""
+        return next((u for u in self._models.get(name, ()) if u.version == version), None)
 
     @property
     def default(self) -> ModelUnit:
-        """The model POST /predict serves."""
-        return self._units[self.default_name]
+        """The model version POST /predict serves."""
+        unit = self.get(self.default_name)
+        assert unit is not None, "the default model is served"
+        return unit
 
     @property
     def ready(self) -> bool:
@@ -111,9 +137,9 @@ class ModelRegistry:
     def not_ready_reason(self) -> str:
         """Why not every model is ready; each model named when there are several."""
         waiting = [unit for unit in self if not unit.ready]
-        if len(self._units) == 1:
+        if sum(len(versions) for versions in self._models.values()) == 1:
             return waiting[0].not_ready_reason if waiting else "ready"
-        return "; ".join(f"model {unit.name}: {unit.not_ready_reason}" for unit in waiting)
+        return "; ".join(f"model {unit.label}: {unit.not_ready_reason}" for unit in waiting)
 
     async def start(self) -> None:
         """Start every model (loading those not prepared); each warms up in the background."""

@@ -87,8 +87,10 @@ class ModelUnit:
         prepared: Prepared | None = None,
         gate: ComputeGate | None = None,
         preparer: Preparer = prepare,
+        version: int = 1,
     ) -> None:
         self.name = name
+        self.version = version
         self.settings = settings
         self.metrics = metrics
         self.plan = plan or resolve_plan(settings)
@@ -114,16 +116,30 @@ class ModelUnit:
         self._warm_up_task: asyncio.Task[None] | None = None
         self._inference_pool = ThreadPoolExecutor(
             self.plan.workers,
-            thread_name_prefix=f"inference-{self.name}",
+            thread_name_prefix=f"inference-{self.name}-{self.version}",
             initializer=init_compute_thread,
             initargs=(self.plan.torch_threads,),
         )
+
+    @property
+    def label(self) -> str:
+        """The model's name, with its version when that is not 1 (for logs and reasons)."""
+        return self.name if self.version == 1 else f"{self.name} version {self.version}"
 
     @property
     def ready(self) -> bool:
         """Loaded, warmed up, batcher alive, and not draining."""
         alive = self._batcher is not None and self._batcher.running
         return self.warm and alive and not self.draining
+
+    @property
+    def state(self) -> str:
+        """Triton's word for it: READY, LOADING, UNLOADING or UNAVAILABLE (failed)."""
+        if self.ready:
+            return "READY"
+        if self.failure or (self.warm and not self.draining):
+            return "UNAVAILABLE"
+        return "UNLOADING" if self.draining else "LOADING"
 
     @property
     def not_ready_reason(self) -> str:
@@ -157,7 +173,7 @@ class ModelUnit:
         self.model, self._engine = prepared.model, prepared.built.engine
         self._description = None
         self.fidelity = prepared.built.fidelity
-        logger.info("model %s: runtime plan: %s", self.name, self.plan.describe())
+        logger.info("model %s: runtime plan: %s", self.label, self.plan.describe())
         self._batcher = MicroBatcher(
             self._run_batch,
             max_batch_size=self.plan.max_batch_size,
@@ -180,13 +196,13 @@ class ModelUnit:
             )
         except Exception as exc:
             self.failure = f"warm-up failed: {type(exc).__name__}: {exc}"
-            logger.exception("model %s: warm-up failed; it will never be ready", self.name)
+            logger.exception("model %s: warm-up failed; it will never be ready", self.label)
             return
         self.warm = True
         plan = self.plan
         logger.info(
             "model %s ready: %s, %s engine on %s (%s)",
-            self.name,
+            self.label,
             self.describe_weights(),
             plan.engine,
             plan.device,
@@ -388,4 +404,6 @@ class ModelUnit:
             left = self.settings.shutdown_timeout_s - (time.monotonic() - started)
             await self._batcher.aclose(timeout_s=max(0.5, left))
         self._inference_pool.shutdown(wait=False, cancel_futures=True)
-        logger.info("model %s: drained and stopped in %.2fs", self.name, time.monotonic() - started)
+        logger.info(
+            "model %s: drained and stopped in %.2fs", self.label, time.monotonic() - started
+        )

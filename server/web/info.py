@@ -25,9 +25,12 @@ from server.web.schemas import (
     ModelSummary,
     PlanInfo,
     PreprocessingInfo,
+    VersionState,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from server.service.registry import ModelRegistry
     from server.service.unit import ModelUnit
 
@@ -35,8 +38,11 @@ if TYPE_CHECKING:
 LIBRARIES = ("torch", "torchvision", "pillow", "openvino")
 
 
-def describe(unit: ModelUnit) -> ModelInfo | None:
-    """One loaded model's description; None before it is loaded."""
+def describe(unit: ModelUnit, siblings: Sequence[ModelUnit]) -> ModelInfo | None:
+    """One loaded model version's description, its ``siblings`` (every version) listed.
+
+    None before it is loaded.
+    """
     model = unit.description
     if model is None:
         return None
@@ -45,6 +51,8 @@ def describe(unit: ModelUnit) -> ModelInfo | None:
             **_same_named(model, ModelInfo),
             # Two names mean other things in /info: the labels' source, the spec as lists.
             "model": model.name,
+            "version": str(model.version),
+            "model_versions": version_states(siblings),
             "labels": model.labels_source,
             "preprocessing": _preprocessing(model),
             "batching": BatchingInfo(**_same_named(model, BatchingInfo)),
@@ -56,17 +64,33 @@ def describe(unit: ModelUnit) -> ModelInfo | None:
     )
 
 
+def version_states(units: Sequence[ModelUnit]) -> list[VersionState]:
+    """Each version's state and, when not ready, why."""
+    return [
+        VersionState(
+            version=str(unit.version),
+            state=unit.state,
+            reason="" if unit.ready else unit.not_ready_reason,
+        )
+        for unit in units
+    ]
+
+
 def summaries(registry: ModelRegistry) -> list[ModelSummary]:
-    """Every served model, in name order."""
-    return [_summary(unit, unit.name == registry.default_name) for unit in registry]
+    """Every served model, in name order, as the version a request naming none reaches."""
+    return [_summary(registry, name) for name in registry.names]
 
 
-def _summary(unit: ModelUnit, default: bool) -> ModelSummary:
+def _summary(registry: ModelRegistry, name: str) -> ModelSummary:
+    unit = registry.get(name)
+    assert unit is not None, "a served name"
     model = unit.description
     return ModelSummary(
         name=unit.name,
         ready=unit.ready,
-        default=default,
+        version=str(unit.version),
+        model_versions=version_states(registry.versions(name)),
+        default=name == registry.default_name,
         engine=model.engine if model else unit.plan.engine,
         precision=model.precision if model else unit.plan.precision,
         classes=model.num_classes if model else 0,
@@ -75,7 +99,7 @@ def _summary(unit: ModelUnit, default: bool) -> ModelSummary:
 
 def info(registry: ModelRegistry) -> InfoResponse | None:
     """``GET /info``: the default model's description and the list of models."""
-    default = describe(registry.default)
+    default = describe(registry.default, registry.versions(registry.default_name))
     if default is None:
         return None
     return InfoResponse(**default.model_dump(), models=summaries(registry))

@@ -60,8 +60,9 @@ class RequestContextMiddleware:
 
     def _finish(self, scope: Scope, response: _ResponseWatch, duration_s: float) -> None:
         endpoint = endpoint_of(scope)
-        model = str(scope["state"].get("model", ""))  # set by the predict handlers
-        self.metrics.observe_request(endpoint, response.status, duration_s, model)
+        state = scope["state"]  # the predict handlers set the model and version they reached
+        model, version = str(state.get("model", "")), str(state.get("version", ""))
+        self.metrics.observe_request(endpoint, response.status, duration_s, model, version)
         client = scope.get("client")
         logger.info(
             '%s "%s %s" %d %.1fms',

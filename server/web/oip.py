@@ -1,9 +1,11 @@
 """The Open Inference Protocol (KServe v2) over HTTP, under /v2.
 
 Standard clients (tritonclient, the KServe SDK) can call batchserve as they call
-Triton, KServe, MLServer or OpenVINO Model Server. Each served model has one
-version, "1", two inputs of which a request sends one (IMAGE: BYTES [N] of
-encoded files; PIXELS: FP32 [N, 3, H, W] already preprocessed) and one output,
+Triton, KServe, MLServer or OpenVINO Model Server. Each served model has the
+versions its repository folder and version policy give it (``1`` without
+versions; a path without a version reaches the newest ready one), two inputs
+of which a request sends one (IMAGE: BYTES [N] of encoded files; PIXELS: FP32
+[N, 3, H, W] already preprocessed) and one output,
 PROBABILITIES (FP32 [N, classes]; with the classification extension, BYTES
 [N, k] of "probability:index:label"). Errors under /v2 have the protocol's
 shape, ``{"error": "message"}`` (errors.py).
@@ -23,7 +25,15 @@ from server.service.progress import Progress
 from server.web import oip_codec
 from server.web.errors import ApiError, ErrorCode
 from server.web.oip_codec import IMAGE, PIXELS, PROBABILITIES, InferRequest, OutputTensor
-from server.web.plumbing import admit, count_images, loaded, read_within, registry_of, unit_named
+from server.web.plumbing import (
+    admit,
+    count_images,
+    loaded,
+    read_within,
+    registry_of,
+    unit_named,
+    version_named,
+)
 from server.web.schemas import (
     ProtocolLive,
     ProtocolModelReady,
@@ -40,10 +50,9 @@ router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
 #: Liveness and readiness: always open.
 probes = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
 
-VERSION: Final = "1"
 EXTENSIONS: Final = ("classification", "binary_tensor_data")
 ModelName = Annotated[str, Path(description="A served model's name")]
-Version = Annotated[str, Path(description='The one version, "1"')]
+Version = Annotated[str, Path(description="One of the model's served versions")]
 
 
 #: Answers the handler builds itself (JSON, or JSON then binary tensor data).
@@ -83,17 +92,15 @@ async def oip_server() -> dict[str, Any]:
     return {"name": "batchserve", "version": __version__, "extensions": list(EXTENSIONS)}
 
 
-def _unit(request: Request, name: str, version: str = VERSION) -> ModelUnit:
+def _unit(request: Request, name: str, version: str | None = None) -> ModelUnit:
     unit = unit_named(request, name)
-    if version != VERSION:
-        raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"model {name} has one version, {VERSION!r}")
-    return unit
+    return unit if version is None else version_named(request, name, version)
 
 
 @router.get("/models/{name}", summary="Protocol model metadata", responses=_LOOKUP_ERRORS)
 async def oip_model(request: Request, name: ModelName) -> dict[str, Any]:
     """The model's inputs and outputs, named, typed and shaped."""
-    return _metadata(_unit(request, name))
+    return _metadata(request, _unit(request, name))
 
 
 @router.get(
@@ -102,16 +109,16 @@ async def oip_model(request: Request, name: ModelName) -> dict[str, Any]:
     responses=_LOOKUP_ERRORS,
 )
 async def oip_model_version(request: Request, name: ModelName, version: Version) -> dict[str, Any]:
-    """The model's inputs and outputs, of its one version."""
-    return _metadata(_unit(request, name, version))
+    """The inputs and outputs of one version of the model."""
+    return _metadata(request, _unit(request, name, version))
 
 
-def _metadata(unit: ModelUnit) -> dict[str, Any]:
+def _metadata(request: Request, unit: ModelUnit) -> dict[str, Any]:
     model = loaded(unit)
     crop = model.preprocessing.crop_size
     return {
         "name": unit.name,
-        "versions": [VERSION],
+        "versions": [str(u.version) for u in registry_of(request).versions(unit.name)],
         "platform": f"batchserve_{model.engine}",
         "inputs": [
             {"name": IMAGE, "datatype": "BYTES", "shape": [-1]},
@@ -135,7 +142,7 @@ async def oip_model_ready(request: Request, name: ModelName) -> ProtocolModelRea
 async def oip_model_version_ready(
     request: Request, name: ModelName, version: Version
 ) -> ProtocolModelReady:
-    """200 when the model's one version is ready, else 503 with the reason."""
+    """200 when that version of the model is ready, else 503 with the reason."""
     return _readiness(_unit(request, name, version))
 
 
@@ -160,7 +167,7 @@ async def oip_infer(request: Request, name: ModelName) -> Response:
     **_EMPTY,
 )
 async def oip_infer_version(request: Request, name: ModelName, version: Version) -> Response:
-    """Inference on the model's one version."""
+    """Inference on one version of the model."""
     return await _infer(request, _unit(request, name, version))
 
 
@@ -177,7 +184,8 @@ async def _infer(request: Request, unit: ModelUnit) -> Response:
     work = _classify(unit, infer, admitted.arrived_at, deadline, progress)
     results = await cancel_on_disconnect(request, work, progress)
     count_images(request, unit, len(results))
-    content, headers = oip_codec.response(unit.name, infer.id, _outputs(unit, infer, results))
+    outputs = _outputs(unit, infer, results)
+    content, headers = oip_codec.response(unit.name, infer.id, outputs, str(unit.version))
     return Response(content, headers=headers)
 
 

@@ -257,9 +257,12 @@ class OutputTensor:
 
 
 def response(
-    model: str, request_id: str | None, outputs: list[OutputTensor]
+    model: str, request_id: str | None, outputs: list[OutputTensor], version: str = "1"
 ) -> tuple[bytes, dict[str, str]]:
-    """The response body and its content headers, binary outputs after the JSON."""
+    """The response body and its content headers, binary outputs after the JSON.
+
+    ``version`` is the model version that answered.
+    """
     tensors, payloads = [], []
     for output in outputs:
         tensor: dict[str, Any] = {
@@ -274,7 +277,7 @@ def response(
         else:
             tensor["data"] = output.json_data()
         tensors.append(tensor)
-    body: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": tensors}
+    body: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": tensors}
     if request_id is not None:
         body["id"] = request_id
     header = json.dumps(body).encode()

@@ -57,6 +57,19 @@ def unit_named(request: Request, name: str) -> ModelUnit:
     return unit
 
 
+def version_named(request: Request, name: str, version: str) -> ModelUnit:
+    """The unit serving ``version`` of ``name``; 404 ``model_not_found`` naming the served ones."""
+    registry = registry_of(request)
+    unit = registry.get_version(name, int(version)) if version.isdigit() else None
+    if unit is None:
+        served = ", ".join(str(u.version) for u in registry.versions(name))
+        raise ApiError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"model {name} has no version {version[:16]!r}; served: {served}",
+        )
+    return unit
+
+
 REQUEST_TIMEOUT_HEADER: Final = "X-Request-Timeout"
 REQUEST_TIMEOUT_PARAMETER: Final[dict[str, Any]] = {
     "name": REQUEST_TIMEOUT_HEADER,
@@ -97,7 +110,7 @@ class Admission:
 
 async def admit(request: Request, unit: ModelUnit) -> Admission:
     """Before the body is read: the rate limit, the deadline, readiness and room in the queue."""
-    request.state.model = unit.name
+    request.state.model, request.state.version = unit.name, str(unit.version)
     limiter: ClientRateLimiter | None = request.app.state.limiter
     if limiter is not None:
         await limiter.check(request)
@@ -120,7 +133,7 @@ def loaded(unit: ModelUnit) -> ModelDescription:
 def count_images(request: Request, unit: ModelUnit, count: int) -> None:
     """``count`` images of ``unit`` answered through this request's endpoint."""
     metrics: Metrics = request.app.state.metrics
-    metrics.count_images(unit.name, endpoint_of(request.scope), count)
+    metrics.count_images(unit.name, str(unit.version), endpoint_of(request.scope), count)
 
 
 def endpoint_of(scope: Scope) -> str:

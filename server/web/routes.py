@@ -255,7 +255,7 @@ async def models(request: Request) -> ModelsResponse:
 )
 async def model(request: Request, name: ModelName) -> ModelInfo:
     """The model ``name``, described as /info describes the default one."""
-    answer = describing.describe(unit_named(request, name))
+    answer = describing.describe(unit_named(request, name), registry_of(request).versions(name))
     if answer is None:
         raise NotReadyError(f"the model {name} is not loaded yet")
     return answer

@@ -148,11 +148,21 @@ class Limits(BaseModel):
     formats: list[str] = Field(description="Accepted image formats (Pillow's names)")
 
 
+class VersionState(BaseModel):
+    """One version of a model and its state, in Triton's words."""
+
+    version: str = Field(examples=["1"])
+    state: str = Field(examples=["READY"], description="READY, LOADING, UNLOADING or UNAVAILABLE")
+    reason: str = Field(description="Why it is not READY; empty when it is", examples=[""])
+
+
 class ModelSummary(BaseModel):
     """One served model, as ``GET /models`` lists it."""
 
     name: str = Field(examples=["resnet50"])
-    ready: bool
+    ready: bool = Field(description="A version of it is ready")
+    version: str = Field(description="The version a request naming none reaches", examples=["1"])
+    model_versions: list[VersionState]
     default: bool = Field(description="The model POST /predict serves")
     engine: str = Field(examples=["openvino"])
     precision: str = Field(examples=["bf16"])
@@ -169,6 +179,8 @@ class ModelInfo(BaseModel):
     """One model: what it is, how it runs and how its inputs are prepared."""
 
     model: str = Field(description="The served name")
+    version: str = Field(description="The version described", examples=["1"])
+    model_versions: list[VersionState] = Field(description="Every served version of the model")
     source: str = Field(description="torchvision, torchscript, exported (.pt2) or onnx")
     file: str | None = Field(description="The model file, or the weights file; None for random")
     file_sha256: str | None = Field(description="SHA-256 of that file (logged at startup too)")

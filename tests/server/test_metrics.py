@@ -15,7 +15,7 @@ def test_the_batch_size_buckets_are_the_plans() -> None:
     metrics.for_model("m")
     text = metrics.exposition("")[0].decode()
     for bucket in ("1.0", "2.0", "4.0", "8.0", "+Inf"):
-        assert f'batchserve_batch_size_bucket{{le="{bucket}",model="m"}} 0.0' in text
+        assert f'batchserve_batch_size_bucket{{le="{bucket}",model="m",version="1"}} 0.0' in text
     assert 'le="16.0"' not in text
 
 
@@ -27,37 +27,37 @@ def test_labelled_series_exist_from_the_start() -> None:
     assert 'batchserve_errors_total{code="invalid_image"} 0.0' in text
     for model in ("a", "b"):
         for reason in DropReason:
-            assert (
-                f'batchserve_dropped_total{{model="{model}",reason="{reason.value}"}} 0.0' in text
-            )
-        assert f'batchserve_preprocess_duration_seconds_count{{model="{model}"}} 0.0' in text
-    assert 'batchserve_request_duration_seconds_count{endpoint="/predict",model=""} 0.0' in text
+            labels = f'model="{model}",reason="{reason.value}",version="1"'
+            assert f"batchserve_dropped_total{{{labels}}} 0.0" in text
+        count = f'batchserve_preprocess_duration_seconds_count{{model="{model}",version="1"}}'
+        assert f"{count} 0.0" in text
+    unnamed = 'batchserve_request_duration_seconds_count{endpoint="/predict",model="",version=""}'
+    assert f"{unnamed} 0.0" in text
 
 
 def test_the_observer_hooks_feed_batch_queue_and_drop_metrics_of_their_model_only() -> None:
     metrics = _metrics()
-    observer, other = metrics.for_model("m"), metrics.for_model("other")
+    observer, other = metrics.for_model("m", 2), metrics.for_model("other")
     observer.on_batch(BatchRecord(size=3, queue_waits_s=(0.001, 0.002, 0.003), run_s=0.2, ok=True))
     observer.on_drop(DropReason.DEADLINE)
-    metrics.count_images("m", "/predict", 3)
+    metrics.count_images("m", "2", "/predict", 3)
     text = metrics.exposition("")[0].decode()
-    assert 'batchserve_batch_size_bucket{le="4.0",model="m"} 1.0' in text
-    assert 'batchserve_queue_wait_seconds_count{model="m"} 3.0' in text
-    assert 'batchserve_inference_duration_seconds_count{model="m"} 1.0' in text
-    assert 'batchserve_dropped_total{model="m",reason="deadline"} 1.0' in text
-    assert 'batchserve_images_total{endpoint="/predict",model="m"} 3.0' in text
-    assert 'batchserve_inference_duration_seconds_count{model="other"} 0.0' in text
+    assert 'batchserve_batch_size_bucket{le="4.0",model="m",version="2"} 1.0' in text
+    assert 'batchserve_queue_wait_seconds_count{model="m",version="2"} 3.0' in text
+    assert 'batchserve_inference_duration_seconds_count{model="m",version="2"} 1.0' in text
+    assert 'batchserve_dropped_total{model="m",reason="deadline",version="2"} 1.0' in text
+    assert 'batchserve_images_total{endpoint="/predict",model="m",version="2"} 3.0' in text
+    assert 'batchserve_inference_duration_seconds_count{model="other",version="1"} 0.0' in text
+    assert 'batchserve_inference_duration_seconds_count{model="m",version="1"}' not in text
     assert other.model == "other"
 
 
 def test_requests_carry_the_model_they_were_for() -> None:
     metrics = _metrics()
-    metrics.observe_request("/models/{name}/predict", 200, 0.1, "m")
+    metrics.observe_request("/models/{name}/predict", 200, 0.1, "m", "3")
     text = metrics.exposition("")[0].decode()
-    assert (
-        'batchserve_requests_total{endpoint="/models/{name}/predict",model="m",status="200"} 1.0'
-        in text
-    )
+    labels = 'endpoint="/models/{name}/predict",model="m",status="200",version="3"'
+    assert f"batchserve_requests_total{{{labels}}} 1.0" in text
 
 
 def test_openmetrics_is_served_when_asked_for() -> None:
@@ -69,8 +69,9 @@ def test_openmetrics_is_served_when_asked_for() -> None:
 def test_model_info_is_one_series_per_model_with_value_one() -> None:
     metrics = _metrics()
     labels = {
-        "model": "m", "weights": "w", "engine": "openvino", "engine_version": "2026.4.1",
-        "device": "cpu", "precision": "int8", "max_batch_size": "8", "workers": "1",
+        "model": "m", "version": "1", "weights": "w", "engine": "openvino",
+        "engine_version": "2026.4.1", "device": "cpu", "precision": "int8",
+        "max_batch_size": "8", "workers": "1",
     }  # fmt: skip
     metrics.set_model_info(**labels)
     metrics.set_model_info(**{**labels, "model": "n"})

@@ -138,3 +138,67 @@ def test_an_absolute_path_stays_allowed(tmp_path: Path) -> None:
     )
     (spec,) = model_specs(make_settings(model_repository=tmp_path / "repo"))
     assert spec.settings.weights == str(elsewhere)
+
+
+def _versioned(root: Path, versions: dict[str, dict[str, str | bytes]], config: str = "") -> Path:
+    folder = _folder(root, "net", {"config.toml": config, "labels.txt": "a\nb\n"})
+    for version, files in versions.items():
+        _folder(folder, version, files)
+    return folder
+
+
+def test_numbered_folders_are_versions_and_the_newest_is_served_by_default(
+    tmp_path: Path,
+) -> None:
+    folder = _versioned(tmp_path, {"1": {"model.onnx": b"x"}, "2": {"model.pt2": b"x"}})
+    _folder(folder, "calibration", {"a.jpg": b"x"})  # not a number: not a version
+    (spec,) = model_specs(make_settings(model_repository=tmp_path))
+    assert (spec.name, spec.version) == ("net", 2)
+    assert spec.settings.model == str(folder / "2" / "model.pt2")
+    assert spec.settings.labels == folder / "labels.txt"  # the model's, beside the versions
+
+
+def test_the_policy_picks_the_versions_each_with_its_own_files(tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {"model.onnx": b"x"}
+    folder = _versioned(
+        tmp_path,
+        {"1": files, "2": {**files, "labels.txt": "c\nd\n"}, "3": files, "10": files},
+        "version_policy = { latest = 2 }\nmax_batch_size = 4\n",
+    )
+    specs = model_specs(make_settings(model_repository=tmp_path))
+    assert [spec.version for spec in specs] == [3, 10]  # numbers, not names, order them
+    assert {spec.settings.max_batch_size for spec in specs} == {4}
+    (folder / "config.toml").write_text("version_policy = { specific = [2, 1] }\n")
+    one, two = model_specs(make_settings(model_repository=tmp_path))
+    assert (one.version, one.settings.labels) == (1, folder / "labels.txt")
+    assert (two.version, two.settings.labels) == (2, folder / "2" / "labels.txt")
+    (folder / "config.toml").write_text("version_policy = { all = true }\n")
+    assert len(model_specs(make_settings(model_repository=tmp_path))) == 4
+
+
+@pytest.mark.parametrize(
+    ("versions", "config", "message"),
+    [
+        ({"1": {}}, "", "version 1: .* has no model file"),
+        ({"1": {"model.onnx": b"x", "model.pt": b"x"}}, "", "several model files"),
+        ({"1": {"model.onnx": b"x"}}, "version_policy = { specific = [1, 4] }", "4, which have no"),
+        ({"1": {"model.onnx": b"x"}}, 'model = "resnet50"', "version folders and a model of its"),
+        ({"1": {"model.onnx": b"x"}}, "version_policy = { newest = 1 }", "write one of"),
+        ({"1": {"model.onnx": b"x"}}, "version_policy = { latest = 0 }", "a count of at least"),
+    ],
+)
+def test_a_bad_version_or_policy_names_the_model_and_what_is_wrong(
+    tmp_path: Path, versions: dict[str, dict[str, str | bytes]], config: str, message: str
+) -> None:
+    _versioned(tmp_path, versions, config)
+    with pytest.raises(ModelConfigError, match=message):
+        model_specs(make_settings(model_repository=tmp_path))
+
+
+def test_the_first_layout_is_version_1(tmp_path: Path) -> None:
+    _folder(tmp_path, "net", {"model.onnx": b"x"})
+    (spec,) = model_specs(make_settings(model_repository=tmp_path))
+    assert spec.version == 1
+    (tmp_path / "net" / "config.toml").write_text("version_policy = { specific = [2] }\n")
+    with pytest.raises(ModelConfigError, match="version"):
+        model_specs(make_settings(model_repository=tmp_path))

@@ -189,7 +189,7 @@ def test_info_keeps_its_schema_for_the_default_model_and_lists_the_models(
 
 def test_metrics_carry_the_model(client: httpx.Client, repository_server: RunningServer) -> None:
     endpoint = "/models/{name}/predict"
-    images = {"endpoint": endpoint, "model": "effnet_ts"}
+    images = {"endpoint": endpoint, "model": "effnet_ts", "version": "1"}
     requests = {**images, "status": "200"}
     before = repository_server.metric("batchserve_images_total", **images)
     answered_before = repository_server.metric("batchserve_requests_total", **requests)
@@ -197,8 +197,11 @@ def test_metrics_carry_the_model(client: httpx.Client, repository_server: Runnin
     assert repository_server.series("batchserve_images_total", **images) == before + 1
     assert repository_server.series("batchserve_requests_total", **requests) == answered_before + 1
     for name in NAMES:
-        assert repository_server.series("batchserve_queue_capacity", model=name) == 128
-        assert repository_server.series("batchserve_batch_size_count", model=name) is not None
+        assert repository_server.series("batchserve_queue_capacity", model=name, version="1") == 128
+        assert (
+            repository_server.series("batchserve_batch_size_count", model=name, version="1")
+            is not None
+        )
     text = client.get("/metrics").text
     assert text.count("batchserve_model_info{") == len(NAMES)
 

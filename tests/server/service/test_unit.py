@@ -133,7 +133,11 @@ def _disconnects(server: RunningServer, stage: str) -> float:
 
 def _answered(server: RunningServer, status: str) -> float:
     return server.metric(
-        "batchserve_requests_total", endpoint="/predict", status=status, model=server.service.name
+        "batchserve_requests_total",
+        endpoint="/predict",
+        status=status,
+        model=server.service.name,
+        version="1",
     )
 
 

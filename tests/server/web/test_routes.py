@@ -95,7 +95,15 @@ def test_concurrent_requests_are_batched_and_match_the_image_sent_alone(
                 for name in names
             ]
             wait_until(
-                lambda: (resnet_server.series("batchserve_queue_depth", model="resnet50") or 0) >= 2
+                lambda: (
+                    (
+                        resnet_server.series(
+                            "batchserve_queue_depth", model="resnet50", version="1"
+                        )
+                        or 0
+                    )
+                    >= 2
+                )
             )
             engine.gate.set()
             together = [answer.result() for answer in answers]
@@ -145,10 +153,10 @@ def test_metrics_expose_latency_batch_size_and_queue_depth(api) -> None:
         "batchserve_queue_wait_seconds_bucket",
         "batchserve_inference_duration_seconds_bucket",
         "batchserve_preprocess_duration_seconds_bucket",
-        'batchserve_requests_total{endpoint="/predict",model="resnet50",status="200"}',
-        'batchserve_images_total{endpoint="/predict",model="resnet50"}',
+        'batchserve_requests_total{endpoint="/predict",model="resnet50",status="200",version="1"}',
+        'batchserve_images_total{endpoint="/predict",model="resnet50",version="1"}',
         'batchserve_errors_total{code="invalid_image"}',
-        'batchserve_dropped_total{model="resnet50",reason="deadline"}',
+        'batchserve_dropped_total{model="resnet50",reason="deadline",version="1"}',
         "batchserve_workers_busy",
         'batchserve_model_info{device="cpu"',
         "process_resident_memory_bytes",
@@ -303,10 +311,10 @@ def test_the_shared_server_plans_the_default_engine_and_runs_the_test_engine(api
 def test_each_forward_pass_is_charged_to_its_models_compute_seconds(
     api, resnet_server: RunningServer
 ) -> None:
-    before = resnet_server.series("batchserve_compute_seconds_total", model="resnet50")
+    before = resnet_server.series("batchserve_compute_seconds_total", model="resnet50", version="1")
     assert before is not None
     _post(api, photo("cat.jpg"))
-    after = resnet_server.series("batchserve_compute_seconds_total", model="resnet50")
+    after = resnet_server.series("batchserve_compute_seconds_total", model="resnet50", version="1")
     assert after is not None
     assert after > before
 
