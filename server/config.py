@@ -49,6 +49,7 @@ LogFormat = Literal["text", "json"]
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
 OutputKind = Literal["logits", "probabilities"]
 CpuStreams = Literal["auto", "latency", "throughput", "by-load"]
+ModelControl = Literal["none", "explicit", "poll"]
 Triple = Annotated[tuple[float, float, float] | None, NoDecode]
 
 
@@ -94,6 +95,13 @@ class Settings(BaseSettings):
     """A folder with one sub-folder per model (Triton's layout): serves them all."""
     default_model: str = ""
     """The model POST /predict serves (default: the only model)."""
+    model_control: ModelControl = "none"
+    """Models at run time: none (fixed at startup), explicit (load and unload on request),
+    poll (the repository re-scanned every BATCHSERVE_POLL_INTERVAL_S)."""
+    load_models: Annotated[tuple[str, ...], NoDecode] = ()
+    """explicit: the models loaded at startup, comma-separated; empty: every model."""
+    poll_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 5.0
+    """poll: seconds between scans of the repository."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     engine: EngineName = "auto"
@@ -151,6 +159,8 @@ class Settings(BaseSettings):
     """Proxies (addresses or CIDRs) whose X-Forwarded-For is believed; empty: none."""
     api_keys: SecretStr = SecretStr("")
     """Comma-separated API keys required on every endpoint but the probes, /docs and /metrics."""
+    admin_keys: SecretStr = SecretStr("")
+    """Comma-separated keys the model-control endpoints (/v2/repository/...) require."""
     protect_metrics: bool = False
     """Require an API key on /metrics too."""
     cors_origins: str = ""
@@ -184,7 +194,7 @@ class Settings(BaseSettings):
             )
         return name
 
-    @field_validator("int8_fp32_ops", mode="before")
+    @field_validator("int8_fp32_ops", "load_models", mode="before")
     @classmethod
     def _names(cls, value: object) -> object:
         """``GroupConvolution,MatMul`` or a list (config.toml)."""
@@ -240,7 +250,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{part!r} is not an IP address or CIDR network") from None
         return value.strip()
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "admin_keys")
     @classmethod
     def _api_keys(cls, value: SecretStr) -> SecretStr:
         for key in _split(value.get_secret_value()):
@@ -264,6 +274,11 @@ class Settings(BaseSettings):
     def api_key_list(self) -> tuple[str, ...]:
         """The configured API keys; empty when the API is open."""
         return tuple(_split(self.api_keys.get_secret_value()))
+
+    @property
+    def admin_key_list(self) -> tuple[str, ...]:
+        """The keys of the model-control endpoints; empty when none are configured."""
+        return tuple(_split(self.admin_keys.get_secret_value()))
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
@@ -373,7 +388,7 @@ def describe_errors(exc: ValidationError) -> str:
     problems: dict[str, list[str]] = {}
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
-        value = "'**********'" if field == "api_keys" else repr(error.get("input"))
+        value = "'**********'" if field in ("api_keys", "admin_keys") else repr(error.get("input"))
         flag = "--" + field.replace("_", "-")
         key = f"{ENV_PREFIX}{field.upper()}={value} ({flag})"
         problems.setdefault(key, []).append(error["msg"].removeprefix("Value error, "))

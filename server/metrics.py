@@ -6,8 +6,10 @@ observer protocol and reads its statistics at scrape time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,7 +31,7 @@ _STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 #: The labels of ``batchserve_model_info``: what this instance serves, and how.
 MODEL_INFO_LABELS = (
-    "model", "version", "weights", "engine", "engine_version", "device", "precision",
+    "model", "version", "state", "weights", "engine", "engine_version", "device", "precision",
     "max_batch_size", "workers",
 )  # fmt: skip
 
@@ -54,6 +56,7 @@ class Metrics:
             collector(registry=self.registry)
         self._declare_http()
         self._declare_pipeline(tuple(float(size) for size in batch_sizes))
+        self._declare_lifecycle()
         self._initialise(list(endpoints), list(error_codes), list(disconnect_stages))
 
     def _declare_http(self) -> None:
@@ -142,6 +145,40 @@ class Metrics:
             registry=r,
         )
 
+    def _declare_lifecycle(self) -> None:
+        r = self.registry
+        self.loads = Counter(
+            "batchserve_model_loads",
+            "Model loads and reloads at run time (model control), by outcome",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.unloads = Counter(
+            "batchserve_model_unloads",
+            "Model unloads at run time, by outcome (drained, or timeout: requests still open)",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.load_duration = Histogram(
+            "batchserve_model_load_duration_seconds",
+            "Loading, checking and warming up a model at run time, until it serves or fails",
+            ["model", "outcome"],
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+
+    def observe_load(self, model: str, outcome: str, duration_s: float) -> None:
+        """One load at run time: ``outcome`` is success or failure."""
+        self.loads.labels(model=model, outcome=outcome).inc()
+        self.load_duration.labels(model=model, outcome=outcome).observe(duration_s)
+
+    def forget_model(self, model: str, version: int) -> None:
+        """A version no longer served: its gauges go (they read its batcher); counters stay."""
+        labels = (model, str(version))
+        for gauge in (self.queue_depth, self.queue_capacity, self.workers_busy, self.workers):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+
     def _initialise(self, endpoints: list[str], error_codes: list[str], stages: list[str]) -> None:
         # Labelled series exist from start-up so dashboards show zeros, not gaps.
         for endpoint in endpoints:
@@ -166,6 +203,18 @@ class Metrics:
     def clear_model_info(self) -> None:
         """Forget every model's description (before a new start publishes them again)."""
         self.model_info.clear()
+
+    def describe_models(self, served: Iterable[tuple[Any, str]]) -> None:
+        """``batchserve_model_info`` anew: one series per (description, state) served.
+
+        A description's fields of the labels' names are the labels; the served
+        name is ``model``.
+        """
+        self.clear_model_info()
+        named = [label for label in MODEL_INFO_LABELS if label not in ("model", "state")]
+        for description, state in served:
+            fields = {n: str(getattr(description, n)) for n in named}
+            self.set_model_info(model=str(description.name), state=state, **fields)
 
     def observe_request(
         self, endpoint: str, status: int, duration_s: float, model: str = "", version: str = ""

@@ -151,7 +151,9 @@ class RunningServer:
     @property
     def service(self) -> ModelUnit:
         """The default model's unit."""
-        return self.registry.default
+        unit = self.registry.default
+        assert unit is not None, "the default model is served"
+        return unit
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 60), **kwargs)

@@ -26,14 +26,15 @@ SETTINGS_EPILOG: Final = (
 #: Each setting's group in --help, in the order they are shown.
 GROUPS: Final[dict[str, tuple[str, ...]]] = {
     "model": ("model", "weights", "model_name", "labels", "resize_size", "crop_size", "mean",
-              "std", "interpolation", "output", "model_repository", "default_model"),
+              "std", "interpolation", "output", "model_repository", "default_model",
+              "model_control", "load_models", "poll_interval_s"),
     "engine": ("device", "engine", "precision", "calibration_dir", "held_out_dir",
                "int8_min_agreement", "int8_fp32_ops", "compile", "cache_dir", "workers",
                "threads_per_worker", "cpu_streams", "preprocess_threads", "weight"),
     "batching": ("max_batch_size", "max_batch_wait_ms", "max_queue_size", "request_timeout_s"),
     "limits": ("max_upload_mb", "max_files", "max_request_mb", "max_image_pixels",
                "body_timeout_s", "rate_limit"),
-    "security": ("api_keys", "protect_metrics", "cors_origins", "trusted_proxies"),
+    "security": ("api_keys", "admin_keys", "protect_metrics", "cors_origins", "trusted_proxies"),
     "network": ("host", "port", "shutdown_timeout_s"),
     "logging": ("log_level", "log_format"),
 }  # fmt: skip
@@ -56,6 +57,7 @@ _NAMED: Final = {
     "model": "NAME|FILE", "weights": "NAME|FILE", "device": "DEVICE", "rate_limit": "RATE",
     "host": "ADDRESS", "trusted_proxies": "CIDRS", "cors_origins": "ORIGINS",
     "model_name": "NAME", "default_model": "NAME", "int8_fp32_ops": "OPS",
+    "load_models": "NAMES",
 }  # fmt: skip
 _HELP: Final = re.compile(
     r"^(?P<doc>.*?)(?: \(default: (?P<default>[^()]*)\))? \[env: (?P<env>\w+)\]$"

@@ -46,16 +46,44 @@ class ModelSpec:
 
 
 def model_specs(settings: Settings) -> list[ModelSpec]:
-    """Every model version the settings ask for, by name then version (one without a repository)."""
+    """Every model version to serve at startup, by name then version (one without a repository).
+
+    Under ``BATCHSERVE_MODEL_CONTROL=explicit`` with ``BATCHSERVE_LOAD_MODELS``,
+    only those models (each of which must have a folder).
+    """
     if settings.model_repository is None:
         return [ModelSpec(served_name(settings), settings)]
+    names = [folder.name for folder in model_folders(settings)]
+    if not names:
+        raise ModelConfigError(
+            f"BATCHSERVE_MODEL_REPOSITORY={settings.model_repository} has no model folders"
+        )
+    if settings.model_control == "explicit" and settings.load_models:
+        missing = [name for name in settings.load_models if name not in names]
+        if missing:
+            raise ModelConfigError(
+                f"BATCHSERVE_LOAD_MODELS names {', '.join(missing)}, which the repository "
+                f"does not have; it has: {', '.join(names)}"
+            )
+        names = sorted(set(settings.load_models))
+    return [spec for name in names for spec in specs_of(settings, name)]
+
+
+def model_folders(settings: Settings) -> list[Path]:
+    """The repository's model folders, by name (hidden ones skipped)."""
     root = settings.model_repository
-    if not root.is_dir():
+    if root is None or not root.is_dir():
         raise ModelConfigError(f"BATCHSERVE_MODEL_REPOSITORY={root}: no such folder")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise ModelConfigError(f"BATCHSERVE_MODEL_REPOSITORY={root} has no model folders")
-    return [spec for folder in folders for spec in _folder_specs(folder, settings)]
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def specs_of(settings: Settings, name: str) -> list[ModelSpec]:
+    """The versions of the repository's model ``name`` that its policy serves, as they are now."""
+    assert settings.model_repository is not None, "a repository is configured"
+    folder = settings.model_repository / name
+    if folder.parent != settings.model_repository or name.startswith(".") or not folder.is_dir():
+        raise ModelConfigError(f"the repository has no model {name[:64]!r} (no folder {folder})")
+    return _folder_specs(folder, settings)
 
 
 def default_model(settings: Settings, names: list[str]) -> str:

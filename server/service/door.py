@@ -18,6 +18,14 @@ class NotReadyError(Exception):
     """The model cannot take work now (loading, warming up, failed or draining); says why."""
 
 
+class ModelNotServedError(Exception):
+    """An unload named a model that is not served."""
+
+
+class ModelLoadFailedError(Exception):
+    """A load failed; the message says why (the old versions, if any, still serve)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelDescription:
     """A loaded model and how it runs; fixed once the model is loaded."""

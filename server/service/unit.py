@@ -10,6 +10,9 @@ of the unit's inference pool, through the process's
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -70,6 +73,17 @@ def _classification(row: Row, preprocess_s: float, waited_s: float) -> Classific
     return Classification(row, preprocess_s, max(0.0, waited_s - row.inference_s))
 
 
+def return_freed_memory() -> None:
+    """Collect, then hand glibc's freed heap back to the system (RSS falls after an unload).
+
+    glibc keeps freed small allocations in its arenas; ``malloc_trim`` returns
+    what is free at their tops. Elsewhere (musl, macOS) only the collection runs.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class ModelUnit:
     """One served model: everything between its preprocessed images and their rows.
 
@@ -109,6 +123,12 @@ class ModelUnit:
         """Fresh lifecycle state and workers: an app's lifespan may run more than once."""
         self.warm = False
         self.draining = False
+        #: Replaced or unloaded: it finishes the requests that reached it, then stops.
+        self.retiring = False
+        #: Requests that reached this unit and have not been answered (see ``hold``).
+        self._held = 0
+        self._released = asyncio.Event()
+        self._released.set()
         self.failure: str | None = None
         self._drain_started: float | None = None
         #: This model's forward passes submitted and not finished (streams by load).
@@ -135,6 +155,8 @@ class ModelUnit:
     @property
     def state(self) -> str:
         """Triton's word for it: READY, LOADING, UNLOADING or UNAVAILABLE (failed)."""
+        if self.retiring:
+            return "UNLOADING"
         if self.ready:
             return "READY"
         if self.failure or (self.warm and not self.draining):
@@ -382,6 +404,53 @@ class ModelUnit:
     def _release_cached_memory(self) -> None:
         if self.plan.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def hold(self) -> Callable[[], None]:
+        """A request reached this unit: it stays open for it until the returned release.
+
+        A reload moves new requests to the new version at once; the old one
+        keeps serving the requests that had already reached it (their body may
+        still be arriving) and stops only when every one has been released.
+        """
+        self._held += 1
+        self._released.clear()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._held -= 1
+                if self._held == 0:
+                    self._released.set()
+
+        return release
+
+    async def retire(self) -> None:
+        """Stop once the requests that reached it are answered: a reload's or unload's drain.
+
+        No request reaches it any more (the registry no longer lists it); those
+        that had are served as usual, within their deadlines, which bound the wait.
+        """
+        self.retiring = True
+        limits = self.limits
+        grace_s = max(limits.request_timeout_s, limits.body_timeout_s) + 1.0
+        try:
+            await asyncio.wait_for(self._released.wait(), grace_s)
+        except TimeoutError:
+            logger.warning(
+                "model %s: %d requests still open after %.0fs", self.label, self._held, grace_s
+            )
+        await self.aclose()
+        await self._free()
+
+    async def _free(self) -> None:
+        """Let go of the engine and the model, and wait for the inference threads to end."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, partial(self._inference_pool.shutdown, wait=True))
+        self._engine = self._prepared = self.model = self._description = None
+        self._batcher = None
+        await loop.run_in_executor(None, return_freed_memory)
 
     def begin_drain(self) -> None:
         """Refuse new requests (/ready 503) from now on; queued and running work continues."""

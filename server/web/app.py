@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -16,15 +19,22 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from server import __version__
 from server.config import Settings
-from server.metrics import MODEL_INFO_LABELS, Metrics
-from server.web import oip, openapi, routes
-from server.web.auth import API_KEY_HEADER, ApiKeys, require_api_key
+from server.metrics import Metrics
+from server.web import oip, openapi, repository, routes
+from server.web.auth import (
+    API_KEY_HEADER,
+    ApiKeys,
+    local_admin_only,
+    require_admin_key,
+    require_api_key,
+)
 from server.web.errors import DisconnectStage, ErrorCode, install_handlers
 from server.web.middleware import RequestContextMiddleware
 from server.web.plumbing import REQUEST_TIMEOUT_HEADER
 from server.web.ratelimit import ClientRateLimiter
 
 if TYPE_CHECKING:
+    from server.service.control import RepositoryPoller
     from server.service.preparation import Preparer
     from server.service.registry import ModelPlan, ModelRegistry
 
@@ -36,7 +46,8 @@ ENDPOINTS = (
     "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
     "/v2/models/{name}/versions/{version}", "/v2/models/{name}/ready",
     "/v2/models/{name}/versions/{version}/ready", "/v2/models/{name}/infer",
-    "/v2/models/{name}/versions/{version}/infer",
+    "/v2/models/{name}/versions/{version}/infer", "/v2/repository/index",
+    "/v2/repository/models/{name}/load", "/v2/repository/models/{name}/unload",
 )  # fmt: skip
 
 
@@ -44,13 +55,37 @@ ENDPOINTS = (
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     registry: ModelRegistry = app.state.registry
     await registry.start()
-    _publish_model_info(registry, app.state.metrics)
+    registry.publish_model_info()
     _freeze_startup_heap()
+    poller: RepositoryPoller = app.state.poller
+    poller.start()
+    _rescan_on_sighup(poller)
     try:
         yield
     finally:
         logger.info("shutting down: draining the queues and in-flight batches")
+        await poller.aclose()
         await registry.aclose()
+
+
+def _rescan_on_sighup(poller: RepositoryPoller) -> None:
+    """SIGHUP scans the repository once, as a poll does (explicit and poll modes)."""
+    if poller.control.settings.model_control == "none":
+        return
+
+    def rescan() -> None:
+        logger.info("SIGHUP: scanning the model repository")
+        task = asyncio.create_task(poller.scan(), name="sighup-scan")
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    # Only the main thread may handle signals (a server run in a test's thread does not).
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rescan)
+
+
+#: SIGHUP scans in progress (the loop keeps only weak references to tasks).
+_background: set[asyncio.Task[None]] = set()
 
 
 def _freeze_startup_heap() -> None:
@@ -63,16 +98,6 @@ def _freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def _publish_model_info(registry: ModelRegistry, metrics: Metrics) -> None:
-    metrics.clear_model_info()
-    for unit in registry:
-        model = unit.description
-        assert model is not None, "a started unit has loaded its model"
-        # The served name is the ``model`` label; every other label is the field of its name.
-        named = (label for label in MODEL_INFO_LABELS if label != "model")
-        metrics.set_model_info(model=model.name, **{n: str(getattr(model, n)) for n in named})
 
 
 def create_app(
@@ -90,6 +115,7 @@ def create_app(
     hands in its own engine).
     """
     # The service layer brings torch; imported here so that importing the web layer does not.
+    from server.service.control import ModelControl, RepositoryPoller
     from server.service.preparation import prepare
     from server.service.registry import build_registry, plan_models
 
@@ -113,9 +139,12 @@ def create_app(
     )
     openapi.install(app)
     app.state.registry = build_registry(settings, metrics, models, preparer or prepare)
+    app.state.control = ModelControl(app.state.registry, settings)
+    app.state.poller = RepositoryPoller(app.state.control)
     app.state.metrics = metrics
     app.state.limiter = ClientRateLimiter(settings.rate_limit) if settings.rate_limit else None
     app.state.api_keys = ApiKeys(settings.api_key_list) if settings.api_key_list else None
+    app.state.admin_keys = ApiKeys(settings.admin_key_list) if settings.admin_key_list else None
     install_handlers(app)
     _include_routes(app, settings)
     _add_middleware(app, settings, metrics)
@@ -127,6 +156,8 @@ def _include_routes(app: FastAPI, settings: Settings) -> None:
     guard: list[Dependency] = [Depends(require_api_key)] if settings.api_key_list else []
     app.include_router(routes.router, dependencies=guard)
     app.include_router(oip.router, dependencies=guard)
+    admin = require_admin_key if settings.admin_key_list else local_admin_only
+    app.include_router(repository.router, dependencies=[Depends(admin)])
     app.include_router(routes.probes)
     app.include_router(oip.probes)
     app.include_router(routes.telemetry, dependencies=guard if settings.protect_metrics else [])

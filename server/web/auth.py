@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from collections.abc import Iterable
 from typing import Annotated, Final
 
@@ -31,6 +32,17 @@ _api_key_header = APIKeyHeader(
     auto_error=False,
     scheme_name="apiKeyHeader",
     description=f"`{API_KEY_HEADER}: <key>` with one of BATCHSERVE_API_KEYS",
+)
+_admin_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="adminBearerKey",
+    description="`Authorization: Bearer <key>` with one of BATCHSERVE_ADMIN_KEYS",
+)
+_admin_header = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    scheme_name="adminKeyHeader",
+    description=f"`{API_KEY_HEADER}: <key>` with one of BATCHSERVE_ADMIN_KEYS",
 )
 
 
@@ -63,6 +75,48 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(ErrorCode.UNAUTHORIZED, message)
 
 
+def _presented(bearer: HTTPAuthorizationCredentials | None, header_key: str | None) -> str | None:
+    return bearer.credentials if bearer is not None else header_key
+
+
+def _loopback_only(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def require_admin_key(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_admin_bearer)],
+    header_key: Annotated[str | None, Security(_admin_header)],
+) -> None:
+    """The model-control endpoints' dependency with admin keys set: 401 without one of them."""
+    keys: ApiKeys = request.app.state.admin_keys
+    presented = _presented(bearer, header_key)
+    if not presented or not keys.accepts(presented):
+        raise _unauthorized("model control needs one of BATCHSERVE_ADMIN_KEYS")
+    request.state.api_key = fingerprint(presented)
+
+
+async def local_admin_only(request: Request) -> None:
+    """The model-control endpoints' dependency without admin keys: 403 but on a local server.
+
+    Only a server under ``BATCHSERVE_MODEL_CONTROL=explicit`` listening on
+    loopback lets them through: whoever reaches it runs on the same machine.
+    """
+    settings = request.app.state.registry.settings
+    if settings.model_control == "explicit" and _loopback_only(settings.host):
+        return
+    raise ApiError(
+        ErrorCode.FORBIDDEN,
+        "model control needs BATCHSERVE_ADMIN_KEYS (or BATCHSERVE_MODEL_CONTROL=explicit "
+        "on a server listening on loopback only)",
+    )
+
+
 async def require_api_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -70,7 +124,7 @@ async def require_api_key(
 ) -> None:
     """Dependency of the protected routes: 401 ``unauthorized`` without a valid key."""
     keys: ApiKeys = request.app.state.api_keys
-    presented = bearer.credentials if bearer is not None else header_key
+    presented = _presented(bearer, header_key)
     if not presented:
         raise _unauthorized(
             f"an API key is required: send 'Authorization: Bearer <key>' or '{API_KEY_HEADER}'"

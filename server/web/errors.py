@@ -39,8 +39,10 @@ class ErrorCode(StrEnum):
     INVALID_MULTIPART = "invalid_multipart"
     BAD_REQUEST = "bad_request"
     UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     MODEL_NOT_FOUND = "model_not_found"
+    MODEL_LOAD_FAILED = "model_load_failed"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
@@ -65,8 +67,10 @@ STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.INVALID_MULTIPART: 400,
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.MODEL_NOT_FOUND: 404,
+    ErrorCode.MODEL_LOAD_FAILED: 400,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 LIBRARIES = ("torch", "torchvision", "pillow", "openvino")
 
 
-def describe(unit: ModelUnit, siblings: Sequence[ModelUnit]) -> ModelInfo | None:
-    """One loaded model version's description, its ``siblings`` (every version) listed.
+def describe(unit: ModelUnit, registry: ModelRegistry) -> ModelInfo | None:
+    """One loaded model version's description, every served version of it listed.
 
     None before it is loaded.
     """
@@ -52,7 +52,8 @@ def describe(unit: ModelUnit, siblings: Sequence[ModelUnit]) -> ModelInfo | None
             # Two names mean other things in /info: the labels' source, the spec as lists.
             "model": model.name,
             "version": str(model.version),
-            "model_versions": version_states(siblings),
+            "model_versions": version_states(registry.versions(unit.name)),
+            "load_error": registry.load_failures.get(unit.name),
             "labels": model.labels_source,
             "preprocessing": _preprocessing(model),
             "batching": BatchingInfo(**_same_named(model, BatchingInfo)),
@@ -90,6 +91,7 @@ def _summary(registry: ModelRegistry, name: str) -> ModelSummary:
         ready=unit.ready,
         version=str(unit.version),
         model_versions=version_states(registry.versions(name)),
+        load_error=registry.load_failures.get(name),
         default=name == registry.default_name,
         engine=model.engine if model else unit.plan.engine,
         precision=model.precision if model else unit.plan.precision,
@@ -99,7 +101,8 @@ def _summary(registry: ModelRegistry, name: str) -> ModelSummary:
 
 def info(registry: ModelRegistry) -> InfoResponse | None:
     """``GET /info``: the default model's description and the list of models."""
-    default = describe(registry.default, registry.versions(registry.default_name))
+    unit = registry.default
+    default = None if unit is None else describe(unit, registry)
     if default is None:
         return None
     return InfoResponse(**default.model_dump(), models=summaries(registry))

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.metrics import Metrics
 from server.web.errors import CLIENT_CLOSED_STATUS, ApiError, ErrorCode, response_for
-from server.web.plumbing import endpoint_of
+from server.web.plumbing import endpoint_of, release_units
 
 logger = logging.getLogger("batchserve.access")
 _error_logger = logging.getLogger("batchserve.errors")
@@ -55,6 +55,7 @@ class RequestContextMiddleware:
         except Exception:
             await response.fail(scope)
         finally:
+            release_units(scope)
             self.metrics.inflight.dec()
             self._finish(scope, response, time.perf_counter() - started)
 

@@ -54,7 +54,7 @@ def unit_named(request: Request, name: str) -> ModelUnit:
             ErrorCode.MODEL_NOT_FOUND,
             f"no model named {name[:64]!r}; served: {', '.join(registry.names)}",
         )
-    return unit
+    return held(request, unit)
 
 
 def version_named(request: Request, name: str, version: str) -> ModelUnit:
@@ -67,7 +67,28 @@ def version_named(request: Request, name: str, version: str) -> ModelUnit:
             ErrorCode.MODEL_NOT_FOUND,
             f"model {name} has no version {version[:16]!r}; served: {served}",
         )
+    return held(request, unit)
+
+
+#: The request state's list of units to release when the answer is sent (the middleware does).
+RELEASES: Final = "unit_releases"
+
+
+def held(request: Request, unit: ModelUnit) -> ModelUnit:
+    """``unit``, kept serving for this request until it is answered, through a reload.
+
+    Held at the lookup itself, in the same step of the event loop: a reload
+    that switches to a new version after this point still lets this request
+    finish on the unit it found.
+    """
+    request.scope.setdefault("state", {}).setdefault(RELEASES, []).append(unit.hold())
     return unit
+
+
+def release_units(scope: Scope) -> None:
+    """Release every unit the request held (once it is answered, or failed)."""
+    for release in scope.get("state", {}).pop(RELEASES, ()):
+        release()
 
 
 REQUEST_TIMEOUT_HEADER: Final = "X-Request-Timeout"

@@ -91,7 +91,7 @@ ModelName = Annotated[str, Path(description="A served model's name (GET /models)
 @router.post("/predict", summary="Classify one image", **_PREDICT_DOCS)
 async def predict(request: Request, top_k: TopK = 5) -> Response:
     """Upload one image (multipart field ``file``); get its top-k classes from the default model."""
-    return await _predict(request, registry_of(request).default, top_k)
+    return await _predict(request, unit_named(request, registry_of(request).default_name), top_k)
 
 
 @router.post("/models/{name}/predict", summary="Classify one image with a model", **_PREDICT_DOCS)
@@ -158,7 +158,9 @@ async def predict_batch(request: Request, top_k: TopK = 5) -> Response:
     too large, gets its own error entry and the others their answers. Overload
     and deadlines fail the whole request, as on /predict.
     """
-    return await _predict_batch(request, registry_of(request).default, top_k)
+    return await _predict_batch(
+        request, unit_named(request, registry_of(request).default_name), top_k
+    )
 
 
 @router.post(
@@ -236,7 +238,7 @@ async def info(request: Request) -> InfoResponse:
     """The default model: preprocessing, device, precision, batching and versions; every model."""
     answer = describing.info(registry_of(request))
     if answer is None:
-        raise NotReadyError("the model is not loaded yet")
+        raise NotReadyError("the default model is not loaded")
     return answer
 
 
@@ -255,7 +257,7 @@ async def models(request: Request) -> ModelsResponse:
 )
 async def model(request: Request, name: ModelName) -> ModelInfo:
     """The model ``name``, described as /info describes the default one."""
-    answer = describing.describe(unit_named(request, name), registry_of(request).versions(name))
+    answer = describing.describe(unit_named(request, name), registry_of(request))
     if answer is None:
         raise NotReadyError(f"the model {name} is not loaded yet")
     return answer

@@ -163,6 +163,9 @@ class ModelSummary(BaseModel):
     ready: bool = Field(description="A version of it is ready")
     version: str = Field(description="The version a request naming none reaches", examples=["1"])
     model_versions: list[VersionState]
+    load_error: str | None = Field(
+        default=None, description="Why its last load at run time failed (the served versions stay)"
+    )
     default: bool = Field(description="The model POST /predict serves")
     engine: str = Field(examples=["openvino"])
     precision: str = Field(examples=["bf16"])
@@ -181,6 +184,9 @@ class ModelInfo(BaseModel):
     model: str = Field(description="The served name")
     version: str = Field(description="The version described", examples=["1"])
     model_versions: list[VersionState] = Field(description="Every served version of the model")
+    load_error: str | None = Field(
+        default=None, description="Why its last load at run time failed (the served versions stay)"
+    )
     source: str = Field(description="torchvision, torchscript, exported (.pt2) or onnx")
     file: str | None = Field(description="The model file, or the weights file; None for random")
     file_sha256: str | None = Field(description="SHA-256 of that file (logged at startup too)")

@@ -69,7 +69,7 @@ def test_openmetrics_is_served_when_asked_for() -> None:
 def test_model_info_is_one_series_per_model_with_value_one() -> None:
     metrics = _metrics()
     labels = {
-        "model": "m", "version": "1", "weights": "w", "engine": "openvino",
+        "model": "m", "version": "1", "state": "READY", "weights": "w", "engine": "openvino",
         "engine_version": "2026.4.1", "device": "cpu", "precision": "int8",
         "max_batch_size": "8", "workers": "1",
     }  # fmt: skip

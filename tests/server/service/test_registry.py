@@ -215,6 +215,7 @@ def test_readiness_is_every_models_and_names_the_ones_not_ready(tmp_path: Path) 
     registry = build_registry(settings, metrics, plan_models(settings))
     try:
         assert registry.names == ["a", "b"]
+        assert registry.default is not None
         assert registry.default.name == "b"
         assert not registry.ready
         a, b = registry.get("a"), registry.get("b")
@@ -231,3 +232,63 @@ def test_readiness_is_every_models_and_names_the_ones_not_ready(tmp_path: Path) 
         assert a.not_ready_reason == "the server is shutting down"
     finally:
         asyncio.run(registry.aclose())
+
+
+def _versioned(root: Path, model: Path, policy: str, versions: tuple[int, ...]) -> Path:
+    """A model folder ``tiny`` with ``versions``, each labelled ``v{N}_{class}``, and ``policy``."""
+    folder = root / "tiny"
+    for version in versions:
+        (folder / str(version)).mkdir(parents=True)
+        (folder / str(version) / model.name).symlink_to(model)
+        labels = "\n".join(f"v{version}_{i}" for i in range(12))
+        (folder / str(version) / "labels.txt").write_text(labels + "\n")
+    (folder / "config.toml").write_text(f"version_policy = {policy}\n")
+    return root
+
+
+def _label_of(client: httpx.Client, path: str) -> str:
+    return _top1(_predict(client, path, "cat.jpg"))
+
+
+@pytest.mark.parametrize(
+    ("policy", "served"), [("{ latest = 2 }", [2, 3]), ("{ specific = [1, 3] }", [1, 3])]
+)
+def test_each_served_version_answers_on_its_path_and_the_newest_without_one(
+    tiny_files: dict[str, Path], tmp_path: Path, policy: str, served: list[int]
+) -> None:
+    root = _versioned(tmp_path, tiny_files["ts"], policy, (1, 2, 3))
+    running = start_server(create_app(make_settings(model_repository=root)))
+    try:
+        with running.client() as client:
+            for version in served:
+                infer = client.post(
+                    f"/v2/models/tiny/versions/{version}/infer", json=_pixels_request()
+                ).json()
+                assert infer["model_version"] == str(version)
+            assert _label_of(client, "/predict").startswith(f"v{served[-1]}_")
+            assert _label_of(client, "/models/tiny/predict").startswith(f"v{served[-1]}_")
+            described = client.get("/models/tiny").json()
+            assert described["version"] == str(served[-1])
+            assert [(v["version"], v["state"]) for v in described["model_versions"]] == [
+                (str(v), "READY") for v in served
+            ]
+            missing = 2 if 2 not in served else 1
+            response = client.get(f"/v2/models/tiny/versions/{missing}")
+            assert response.status_code == 404
+            assert ", ".join(map(str, served)) in response.json()["error"]
+            assert client.get("/v2/models/tiny").json()["versions"] == [str(v) for v in served]
+        for version in served:
+            labels = {"model": "tiny", "version": str(version)}
+            assert running.series("batchserve_queue_capacity", **labels) is not None
+    finally:
+        running.stop()
+
+
+def _pixels_request() -> dict[str, object]:
+    """One OIP request of zero pixels, 1x3x224x224 (the tiny model's input)."""
+    shape = [1, 3, 224, 224]
+    return {
+        "inputs": [
+            {"name": "PIXELS", "datatype": "FP32", "shape": shape, "data": [0.0] * (3 * 224 * 224)}
+        ]
+    }
