@@ -22,28 +22,25 @@ from server.web.errors import ApiError, ErrorCode
 
 API_KEY_HEADER: Final = "X-API-Key"
 
-_bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="bearerKey",
-    description="`Authorization: Bearer <key>` with one of BATCHSERVE_API_KEYS",
-)
-_api_key_header = APIKeyHeader(
-    name=API_KEY_HEADER,
-    auto_error=False,
-    scheme_name="apiKeyHeader",
-    description=f"`{API_KEY_HEADER}: <key>` with one of BATCHSERVE_API_KEYS",
-)
-_admin_bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="adminBearerKey",
-    description="`Authorization: Bearer <key>` with one of BATCHSERVE_ADMIN_KEYS",
-)
-_admin_header = APIKeyHeader(
-    name=API_KEY_HEADER,
-    auto_error=False,
-    scheme_name="adminKeyHeader",
-    description=f"`{API_KEY_HEADER}: <key>` with one of BATCHSERVE_ADMIN_KEYS",
-)
+
+def _schemes(bearer_name: str, header_name: str, setting: str) -> tuple[HTTPBearer, APIKeyHeader]:
+    """The two ways to present a key of ``setting``, as OpenAPI security schemes."""
+    bearer = HTTPBearer(
+        auto_error=False,
+        scheme_name=bearer_name,
+        description=f"`Authorization: Bearer <key>` with one of {setting}",
+    )
+    header = APIKeyHeader(
+        name=API_KEY_HEADER,
+        auto_error=False,
+        scheme_name=header_name,
+        description=f"`{API_KEY_HEADER}: <key>` with one of {setting}",
+    )
+    return bearer, header
+
+
+_bearer, _api_key_header = _schemes("bearerKey", "apiKeyHeader", "BATCHSERVE_API_KEYS")
+_admin_bearer, _admin_header = _schemes("adminBearerKey", "adminKeyHeader", "BATCHSERVE_ADMIN_KEYS")
 
 
 def fingerprint(key: str) -> str:
