@@ -61,6 +61,10 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,10,32")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per load level")
     parser.add_argument("--raw-seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--servers", default="all", help="comma-separated: naive, litserve, litserve-int8, "
+        "defaults, int8, int8-throughput, int8-by-load (or all)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-engines.md")
     return parser.parse_args(argv)
 
@@ -211,7 +215,7 @@ def _other(name: str, command: list[str], ready: str, args: argparse.Namespace,
 
 def _naive(args: argparse.Namespace) -> ServerResult:
     command = ["loadtest.naive_server", "--model", args.model]
-    return _other("naive FastAPI (eager fp32, no batching)", command, "/ready", args)
+    return _other(SERVER_CHOICES["naive"], command, "/ready", args)
 
 
 #: The peer: LitServe batching batchserve's own engine, by precision (``auto``: the defaults').
@@ -243,11 +247,34 @@ SERVERS: Final = {
 }  # fmt: skip
 
 
+#: ``--servers``' names for the servers, in the order they run.
+SERVER_CHOICES: Final = {
+    "naive": "naive FastAPI (eager fp32, no batching)",
+    "litserve": "LitServe + the same OpenVINO model (defaults)",
+    "litserve-int8": "LitServe + the same OpenVINO int8 model",
+    "defaults": "batchserve defaults",
+    "int8": "batchserve int8",
+    "int8-throughput": "batchserve int8, throughput streams",
+    "int8-by-load": "batchserve int8, streams by load",
+}
+
+
+def selected_servers(choice: str) -> list[str]:
+    """The full names ``--servers`` picks (comma-separated keys of SERVER_CHOICES, or all)."""
+    keys = list(SERVER_CHOICES) if choice == "all" else choice.split(",")
+    unknown = [key for key in keys if key not in SERVER_CHOICES]
+    if unknown:
+        raise SystemExit(f"unknown --servers {unknown}: choose from {', '.join(SERVER_CHOICES)}")
+    return [name for key, name in SERVER_CHOICES.items() if key in keys]
+
+
 def server_results(args: argparse.Namespace) -> list[ServerResult]:
     """The naive baseline, the LitServe peers, then batchserve's variants, one after another."""
-    peers = [_litserve(name, precision, args) for name, precision in LITSERVE.items()]
-    ours = [_batchserve(name, env, args) for name, env in SERVERS.items()]
-    return [_naive(args), *peers, *ours]
+    chosen = selected_servers(args.servers)
+    naive = [_naive(args)] if SERVER_CHOICES["naive"] in chosen else []
+    peers = [_litserve(n, precision, args) for n, precision in LITSERVE.items() if n in chosen]
+    ours = [_batchserve(n, env, args) for n, env in SERVERS.items() if n in chosen]
+    return [*naive, *peers, *ours]
 
 
 def server_table(results: list[ServerResult]) -> list[str]:

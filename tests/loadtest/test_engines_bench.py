@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from loadtest.engines_bench import stop_server
+from loadtest.engines_bench import SERVER_CHOICES, selected_servers, stop_server
 from loadtest.naive_server import create_naive_app
 from loadtest.process import free_port
 from server.config import Settings
@@ -25,15 +25,17 @@ from tests.conftest import benchmark_environment, photo, run_benchmark, wait_unt
 pytestmark = pytest.mark.slow
 
 
-SERVERS = ("naive FastAPI", "LitServe + the same OpenVINO model (defaults)",
-           "LitServe + the same OpenVINO int8 model", "batchserve defaults", "batchserve int8",
-           "batchserve int8, throughput streams", "batchserve int8, streams by load")  # fmt: skip
+#: A server of each kind (every start costs a model build): the baseline, a LitServe peer,
+#: batchserve's defaults and its int8 variant that chooses streams by load.
+SERVERS = ("naive FastAPI", "LitServe + the same OpenVINO int8 model", "batchserve defaults",
+           "batchserve int8, streams by load")  # fmt: skip
 
 
 def test_the_engine_benchmark_measures_every_engine_and_server(tmp_path: Path) -> None:
     args = [
         "--model", "mobilenet_v3_small", "--batch-sizes", "1,2",
         "--raw-seconds", "0.2", "--concurrency", "1", "--duration", "1",
+        "--servers", "naive,litserve-int8,defaults,int8-by-load",
     ]  # fmt: skip
     report = run_benchmark("loadtest.engines_bench", args, tmp_path)
     assert "python -m loadtest.engines_bench --model mobilenet_v3_small" in report
@@ -55,7 +57,7 @@ def test_the_engine_benchmark_measures_every_engine_and_server(tmp_path: Path) -
     assert [row[-3].strip() for row in served[1:]] == ["0"] * len(SERVERS), load
     bound = report.split("## Against the machine's bound", 1)[1]
     rows = [line for line in bound.splitlines() if line.startswith(("| batchserve", "| LitServe"))]
-    assert len(rows) == 6, bound
+    assert len(rows) == len(SERVERS) - 1, bound  # the naive server has no bound row
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         preprocess_ms, engine_ms, images_per_s = (float(c) for c in cells[2:5])
@@ -165,3 +167,11 @@ def _ignores_sigint(pid: int) -> bool:
     mask = next(line for line in status.splitlines() if line.startswith("SigIgn:"))
     ignored = int(mask.split()[1], 16)
     return bool(ignored & (1 << (signal.SIGINT - 1)))
+
+
+def test_servers_are_chosen_by_name_in_their_running_order() -> None:
+    assert selected_servers("all") == list(SERVER_CHOICES.values())
+    assert selected_servers("int8,naive") == ["naive FastAPI (eager fp32, no batching)",
+                                              "batchserve int8"]  # fmt: skip
+    with pytest.raises(SystemExit, match=r"unknown --servers \['fast'\]"):
+        selected_servers("naive,fast")

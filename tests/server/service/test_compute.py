@@ -190,3 +190,25 @@ def test_the_turn_waits_briefly_for_a_model_still_owed_compute() -> None:
         clock.now += 1.0  # and once fast's window is over, the turn passes on
         assert slow_in.wait(30)
     assert order == ["fast", "fast", "slow"]
+
+
+class _TickingClock(_Clock):
+    """A clock that also moves on by a microsecond each read, so no release is ever 'just now'."""
+
+    def __call__(self) -> float:
+        self.now += 1e-6
+        return self.now
+
+
+def test_a_model_loaded_at_run_time_takes_its_share_without_a_burst() -> None:
+    clock = _TickingClock()
+    gate = ComputeGate(budget=1, clock=clock, anticipation_s=0.0)
+    # The gate-holding "blocker" of _admission_order is busy too: it gets the others' history.
+    _admission_order(gate, clock, [("a", 1.0, 1.0), ("b", 1.0, 1.0)] * 4 + [("blocker", 4.0, 1.0)])
+    # "new" arrives (loaded while the server runs) owed nothing: 4 s behind the others, it
+    # starts level with them instead of running its three batches first to catch up.
+    passes = [("a", 1.0, 1.0)] * 3 + [("b", 1.0, 1.0)] * 3 + [("new", 1.0, 1.0)] * 3
+    order = _admission_order(gate, clock, passes)
+    rounds = [set(order[i : i + 3]) for i in range(0, 9, 3)]
+    assert rounds == [{"a", "b", "new"}] * 3, order
+    assert abs(gate.used("new") - gate.used("a")) < 0.01  # lifted to their level as it joined

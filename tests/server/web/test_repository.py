@@ -7,6 +7,9 @@ tells which version gave it.
 
 from __future__ import annotations
 
+import gc
+import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +19,9 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from loadtest.process import rss_mb
 from server.web.app import create_app
-from tests.conftest import RunningServer, make_settings, photo, start_server
+from tests.conftest import RunningServer, make_settings, photo, start_server, wait_until
 
 #: Real servers and model files: make test-fast skips these.
 pytestmark = pytest.mark.slow
@@ -149,3 +153,143 @@ def test_without_admin_keys_only_a_local_explicit_server_takes_control(
             assert client.post("/v2/repository/index").status_code == status
     finally:
         running.stop()
+
+
+def _predict(server: RunningServer, model: str, times: int) -> None:
+    with server.client() as client:
+        for _ in range(times):
+            response = client.post(
+                f"/models/{model}/predict", files={"file": ("c.jpg", photo("cat.jpg"))}
+            )
+            assert response.status_code == 200, response.text
+
+
+def _settled_rss_mb() -> float:
+    gc.collect()
+    return rss_mb(os.getpid())
+
+
+def test_unloading_resnet50_gives_its_memory_and_threads_back(
+    tiny_files: dict[str, Path], tmp_path: Path
+) -> None:
+    _version(tmp_path, tiny_files["ts"], 1)
+    (tmp_path / "resnet50").mkdir()
+    (tmp_path / "resnet50" / "config.toml").write_text('model = "resnet50"\nweights = "random"\n')
+    settings = make_settings(model_repository=tmp_path, model_control="explicit",
+                             load_models="tiny", admin_keys=ADMIN, engine="torch")  # fmt: skip
+    running = start_server(create_app(settings))
+    admin = {"X-API-Key": ADMIN}
+    try:
+        _predict(running, "tiny", 4)  # the server's own first-request allocations, before
+        before, threads_before = _settled_rss_mb(), set(threading.enumerate())
+        states = _states_while_loading(running, "resnet50", admin)
+        _predict(running, "resnet50", 4)
+        loaded = _settled_rss_mb()
+        _triton(running).unload_model("resnet50", headers=admin)
+        after = _settled_rss_mb()
+        # Other tests' servers in this process may serve a resnet50 too: only new threads count.
+        threads = [
+            t.name for t in set(threading.enumerate()) - threads_before if "resnet50" in t.name
+        ]
+    finally:
+        running.stop()
+    print(f"RSS before loading ResNet-50 {before:.0f} MB, loaded {loaded:.0f} MB, "
+          f"after unloading {after:.0f} MB")  # fmt: skip
+    assert loaded - before > 90  # its 25.6 M fp32 weights alone are 98 MiB: the load was seen
+    assert after - before < 100, (before, loaded, after)
+    assert threads == []
+    assert "LOADING" in states, states
+    assert states[-1] == "READY", states
+
+
+def _states_while_loading(server: RunningServer, name: str, admin: dict[str, str]) -> list[str]:
+    """Load ``name`` on a thread; the states the index gave it meanwhile, in order, deduplicated."""
+    loader = threading.Thread(target=_triton(server).load_model, args=(name,),
+                              kwargs={"headers": admin})  # fmt: skip
+    loader.start()
+    watcher, states = _triton(server), [""]
+    while True:
+        loading = loader.is_alive()  # before the look, so the last look is after the load
+        index = watcher.get_model_repository_index(headers=admin)
+        state = next(entry["state"] for entry in index if entry["name"] == name)
+        if state != states[-1]:
+            states.append(state)
+        if not loading:
+            break
+    loader.join()
+    return states[1:]
+
+
+@pytest.fixture
+def polling(tiny_files: dict[str, Path], tmp_path: Path) -> Iterator[RunningServer]:
+    """A poll-mode server scanning every 0.3 s: a folder loads once quiet for 0.6 s."""
+    _version(tmp_path, tiny_files["ts"], 1)
+    settings = make_settings(
+        model_repository=tmp_path, model_control="poll", poll_interval_s=0.3, admin_keys=ADMIN
+    )
+    running = start_server(create_app(settings))
+    yield running
+    running.stop()
+
+
+def _state(server: RunningServer, name: str) -> tuple[str, str]:
+    with server.client() as client:
+        index = client.post("/v2/repository/index", headers={"X-API-Key": ADMIN}).json()
+    return next((e["state"], e.get("reason", "")) for e in index if e["name"] == name)
+
+
+def test_polling_loads_a_slowly_copied_model_only_once_it_is_complete(
+    polling: RunningServer, tiny_files: dict[str, Path]
+) -> None:
+    root = polling.registry.settings.model_repository
+    assert root is not None
+    folder = root / "late"
+    folder.mkdir()
+    (folder / "labels.txt").write_text("".join(f"late_{i}\n" for i in range(12)))
+    data = tiny_files["ts"].read_bytes()
+    chunk = len(data) // 10 + 1
+    with (folder / "model.ts").open("wb") as copy:
+        for start in range(0, len(data), chunk):  # ten chunks over 3 s: never quiet for 0.6 s
+            copy.write(data[start : start + chunk])
+            copy.flush()
+            threading.Event().wait(0.3)
+            assert _state(polling, "late")[0] != "READY"
+    wait_until(lambda: _state(polling, "late")[0] == "READY", timeout_s=60)
+    with polling.client() as client:
+        assert _answer_of(client, "late").startswith("late_")
+    # It was tried once, complete: no attempt on a half-written file failed.
+    assert polling.series("batchserve_model_loads_total", model="late", outcome="failure") is None
+    assert polling.series("batchserve_model_loads_total", model="late", outcome="success") == 1
+
+
+def _answer_of(client: httpx.Client, model: str) -> str:
+    response = client.post(f"/models/{model}/predict", files={"file": ("c.jpg", photo("cat.jpg"))})
+    assert response.status_code == 200, response.text
+    return str(response.json()["predictions"][0]["label"])
+
+
+def test_polling_unloads_a_deleted_model_after_what_reached_it_is_answered(
+    polling: RunningServer,
+) -> None:
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def client_loop() -> None:
+        with polling.client() as client:
+            while not stop.is_set():
+                files = {"file": ("c.jpg", photo("cat.jpg"))}
+                statuses.append(client.post("/models/tiny/predict", files=files).status_code)
+
+    sender = threading.Thread(target=client_loop)
+    sender.start()
+    wait_until(lambda: len(statuses) >= 3)
+    root = polling.registry.settings.model_repository
+    assert root is not None
+    shutil.rmtree(root / "tiny")
+    wait_until(lambda: 404 in statuses, timeout_s=60)
+    stop.set()
+    sender.join(timeout=60)
+    first_404 = statuses.index(404)
+    assert set(statuses[:first_404]) == {200}, statuses  # answered until it was gone
+    assert set(statuses[first_404:]) == {404}, statuses  # then model_not_found, never a 5xx
+    assert polling.series("batchserve_model_unloads_total", model="tiny", outcome="drained") == 1
