@@ -27,7 +27,14 @@ from loadtest.process import free_port
 from server.cli.main import build_parser, with_default_command
 from server.config import Settings, SettingsError, load_settings
 from server.web.app import create_app
-from tests.conftest import SUITE_CACHE, make_settings, photo, start_server, wait_process_ready
+from tests.conftest import (
+    SUITE_CACHE,
+    make_settings,
+    photo,
+    start_server,
+    wait_process_ready,
+    wait_until,
+)
 
 #: A real model or a server process: make test-fast skips these.
 pytestmark = pytest.mark.slow
@@ -563,3 +570,37 @@ def test_predict_says_why_when_there_is_no_server(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1
     assert "no such file" in missing.stderr
+
+
+def test_sighup_scans_the_repository_once(tmp_path: Path, tiny_files: dict[str, Path]) -> None:
+    root = tmp_path / "models"
+    (root / "tiny" / "1").mkdir(parents=True)
+    (root / "tiny" / "1" / "model.ts").write_bytes(tiny_files["ts"].read_bytes())
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = _environment(
+        tmp_path, model_repository=str(root), model_control="explicit", port=str(port),
+        poll_interval_s="0.2", admin_keys="admin-0123456789abcdef",
+    )  # fmt: skip
+    log = (tmp_path / "server.log").open("w+")
+    process = subprocess.Popen([BATCHSERVE], env=env, cwd=tmp_path, stderr=log, text=True)
+    try:
+        wait_process_ready(url, process)
+        (root / "tiny" / "2").mkdir()
+        (root / "tiny" / "2" / "model.ts").write_bytes(tiny_files["ts"].read_bytes())
+        time.sleep(0.6)  # the folder must be quiet for two poll intervals (file times)
+        process.send_signal(signal.SIGHUP)
+        headers = {"X-API-Key": "admin-0123456789abcdef"}
+
+        def versions() -> list[str]:
+            index = httpx.post(f"{url}/v2/repository/index", headers=headers).json()
+            return [entry.get("version", "") for entry in index if entry["state"] == "READY"]
+
+        wait_until(lambda: versions() == ["2"], timeout_s=120)  # the latest-1 policy
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log.seek(0)
+    assert "SIGHUP: scanning the model repository" in log.read()
