@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import faulthandler
 import os
 import shutil
 import socket
@@ -72,6 +73,16 @@ def wait_process_ready(url: str, process: subprocess.Popen[str], timeout_s: floa
 
 def photo(name: str) -> bytes:
     return (DATA / name).read_bytes()
+
+
+#: How long a pytest process may take to exit once its tests are done before it prints every
+#: thread's stack and leaves: a thread that never ends (joined at exit) must not hold CI.
+EXIT_GRACE_S = 300
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Arm the exit watchdog: a process that cannot exit says where it is stuck, then goes."""
+    faulthandler.dump_traceback_later(EXIT_GRACE_S, exit=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
