@@ -213,9 +213,13 @@ def _other(name: str, command: list[str], ready: str, args: argparse.Namespace,
     raise SystemExit(f"{name} exited with status {process.returncode}")
 
 
+#: The baseline a user would write first (:mod:`loadtest.naive_server`).
+NAIVE: Final = "naive FastAPI (eager fp32, no batching)"
+
+
 def _naive(args: argparse.Namespace) -> ServerResult:
     command = ["loadtest.naive_server", "--model", args.model]
-    return _other(SERVER_CHOICES["naive"], command, "/ready", args)
+    return _other(NAIVE, command, "/ready", args)
 
 
 #: The peer: LitServe batching batchserve's own engine, by precision (``auto``: the defaults').
@@ -247,16 +251,15 @@ SERVERS: Final = {
 }  # fmt: skip
 
 
-#: ``--servers``' names for the servers, in the order they run.
-SERVER_CHOICES: Final = {
-    "naive": "naive FastAPI (eager fp32, no batching)",
-    "litserve": "LitServe + the same OpenVINO model (defaults)",
-    "litserve-int8": "LitServe + the same OpenVINO int8 model",
-    "defaults": "batchserve defaults",
-    "int8": "batchserve int8",
-    "int8-throughput": "batchserve int8, throughput streams",
-    "int8-by-load": "batchserve int8, streams by load",
-}
+#: ``--servers``' keys for the servers' names, in the order they run.
+SERVER_CHOICES: Final = dict(
+    zip(
+        ("naive", "litserve", "litserve-int8", "defaults", "int8", "int8-throughput",
+         "int8-by-load"),
+        (NAIVE, *LITSERVE, *SERVERS),
+        strict=True,
+    )
+)  # fmt: skip
 
 
 def selected_servers(choice: str) -> list[str]:
@@ -271,7 +274,7 @@ def selected_servers(choice: str) -> list[str]:
 def server_results(args: argparse.Namespace) -> list[ServerResult]:
     """The naive baseline, the LitServe peers, then batchserve's variants, one after another."""
     chosen = selected_servers(args.servers)
-    naive = [_naive(args)] if SERVER_CHOICES["naive"] in chosen else []
+    naive = [_naive(args)] if NAIVE in chosen else []
     peers = [_litserve(n, precision, args) for n, precision in LITSERVE.items() if n in chosen]
     ours = [_batchserve(n, env, args) for n, env in SERVERS.items() if n in chosen]
     return [*naive, *peers, *ours]
