@@ -46,6 +46,23 @@ from server.models.torchvision_models import LoadedModel
 
 logger = logging.getLogger(__name__)
 
+
+def _bind_numpy_once() -> None:
+    """Make OpenVINO's bindings look NumPy's C API up now, on the importing thread.
+
+    pybind11 does that lookup on first use inside a C++ static initialiser that
+    waits for the GIL; two inference threads making their first tensor copy at
+    once (two models warming up together) then deadlock, one holding the GIL and
+    waiting on the initialiser, the other inside it waiting for the GIL (seen
+    with py-spy --native in a two-model server that never became ready). An
+    import runs on one thread, under the import lock.
+    """
+    tensor = ov.Tensor(np.zeros((1,), dtype=np.float32))
+    tensor.data[:] = np.ones((1,), dtype=np.float32)
+
+
+_bind_numpy_once()
+
 #: OpenVINO's name for the precision the non-quantized operations compute in.
 _PRECISION_HINT: Final = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 #: The largest batch the exported graph admits (BATCHSERVE_MAX_BATCH_SIZE's own limit).
