@@ -12,6 +12,7 @@ normalised, as the Open Inference Protocol's PIXELS tensor sends it).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ class Row:
     inference_s: float
     #: Every class's probability: a float32 NumPy array (a row of the batch's, no copy).
     probabilities: npt.NDArray[np.float32]
+    #: The batch's softmax and top-k, after the forward pass (the statistics' compute_output).
+    output_s: float = 0.0
 
 
 class Engine(Protocol):
@@ -122,6 +125,7 @@ def rows_from_logits(
     OpenMP team while OpenVINO's threads and the decode pool hold the cores.
     ``softmax=False`` for a model whose output already is probabilities.
     """
+    started = time.perf_counter()
     scores = np.asarray(logits, dtype=np.float32)
     probabilities = _softmax(scores) if softmax else scores
     # The k largest in any order, then those k sorted (ties keep the lower index first).
@@ -129,9 +133,11 @@ def rows_from_logits(
     values = np.take_along_axis(probabilities, top, axis=1)
     order = np.lexsort((top, -values), axis=1)
     top, values = np.take_along_axis(top, order, 1), np.take_along_axis(values, order, 1)
+    indices, chances = top.tolist(), values.astype(np.float64).tolist()
+    output_s = time.perf_counter() - started
     return [
-        Row(tuple(zip(top[n].tolist(), values[n].astype(np.float64).tolist(), strict=True)),
-            batch_size, elapsed_s, probabilities[n])
+        Row(tuple(zip(indices[n], chances[n], strict=True)),
+            batch_size, elapsed_s, probabilities[n], output_s)
         for n in range(scores.shape[0])
     ]  # fmt: skip
 

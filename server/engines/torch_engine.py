@@ -8,7 +8,6 @@ one kernel, and CUDA copies a quarter of the bytes float32 would take.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import threading
@@ -193,9 +192,8 @@ class TorchEngine:
         started = time.perf_counter()
         with torch.inference_mode(), self._stream():
             logits = logits_by_kind(batch, self._crop_logits, self._tensor_logits)
-        rows = rows_from_logits(logits, len(batch), self._top_k, 0.0, softmax=self._softmax)
         elapsed = time.perf_counter() - started
-        return [dataclasses.replace(row, inference_s=elapsed) for row in rows]
+        return rows_from_logits(logits, len(batch), self._top_k, elapsed, softmax=self._softmax)
 
     @property
     def version(self) -> str:

@@ -15,7 +15,7 @@ import ctypes
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -41,6 +41,7 @@ from server.service.door import (
 from server.service.memory import in_halves_when_out_of_memory
 from server.service.preparation import Prepared, Preparer, prepare
 from server.service.progress import Progress
+from server.service.statistics import InferenceStatistics, RequestStages
 
 if TYPE_CHECKING:  # the metrics are handed in; prometheus_client is the web layer's
     from server.metrics import ModelMetrics
@@ -121,6 +122,8 @@ class ModelUnit:
 
     def _reset(self) -> None:
         """Fresh lifecycle state and workers: an app's lifespan may run more than once."""
+        #: What the protocol's statistics extension reports of this version since its start.
+        self.statistics = InferenceStatistics()
         self.warm = False
         self.draining = False
         #: Replaced or unloaded: it finishes the requests that reached it, then stops.
@@ -277,14 +280,16 @@ class ModelUnit:
         """Preprocess ``data`` off the loop, then queue it for a batch and await its row."""
         progress = progress or Progress()
         loop = asyncio.get_running_loop()
-        crop = await self._preprocess(data)
-        submitted_at = loop.time()
-        preprocess_s = submitted_at - arrived_at
-        self.metrics.preprocess_duration.observe(preprocess_s)
-        progress.stage = "queue"
-        row = await self.batcher.submit(Job(crop, progress), deadline=deadline)
-        queue_s = max(0.0, loop.time() - submitted_at - row.inference_s)
-        return Classification(row, preprocess_s, queue_s)
+        with self._counted(arrived_at) as answered:
+            crop = await self._preprocess(data)
+            submitted_at = loop.time()
+            preprocess_s = submitted_at - arrived_at
+            self.metrics.preprocess_duration.observe(preprocess_s)
+            progress.stage = "queue"
+            row = await self.batcher.submit(Job(crop, progress), deadline=deadline)
+            queue_s = max(0.0, loop.time() - submitted_at - row.inference_s)
+            answered(result := Classification(row, preprocess_s, queue_s))
+        return result
 
     async def classify_many(
         self,
@@ -300,14 +305,17 @@ class ModelUnit:
         together (QueueFullError), and the first of them to fail fails all.
         """
         progress = progress or Progress()
-        decoded = await asyncio.gather(
-            *(self._preprocess(data) for data in images), return_exceptions=True
-        )
-        for outcome in decoded:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, ImageError):
-                raise outcome
-        crops = [c for c in decoded if isinstance(c, np.ndarray)]
-        answers = iter(await self._submit_many(crops, arrived_at, deadline, progress))
+        with self._counted(arrived_at) as answered:
+            decoded = await asyncio.gather(
+                *(self._preprocess(data) for data in images), return_exceptions=True
+            )
+            for outcome in decoded:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, ImageError):
+                    raise outcome
+            crops = [c for c in decoded if isinstance(c, np.ndarray)]
+            results = await self._submit_many(crops, arrived_at, deadline, progress)
+            answered(*results)
+        answers = iter(results)
         return [o if isinstance(o, ImageError) else next(answers) for o in decoded]
 
     async def classify_pixels(
@@ -326,7 +334,36 @@ class ModelUnit:
         crop = self.model.preprocessing.crop_size
         batch = torch.frombuffer(bytearray(pixels), dtype=torch.float32)
         tensors = list(batch.reshape(count, 3, crop, crop))
-        return await self._submit_many(tensors, arrived_at, deadline, progress or Progress())
+        with self._counted(arrived_at) as answered:
+            results = await self._submit_many(tensors, arrived_at, deadline, progress or Progress())
+            answered(*results)
+        return results
+
+    @contextlib.contextmanager
+    def _counted(self, arrived_at: float) -> Iterator[Callable[..., None]]:
+        """Count one request in the statistics: answered with the results handed in, or not.
+
+        A request that raises (refused, past its deadline, cancelled, a bad image)
+        or answers no image at all counts as failed.
+        """
+        loop = asyncio.get_running_loop()
+        answered: list[Classification] = []
+        try:
+            yield lambda *results: answered.extend(results)
+        except BaseException:
+            self.statistics.failed(loop.time() - arrived_at)
+            raise
+        total_s = loop.time() - arrived_at
+        if not answered:
+            self.statistics.failed(total_s)
+            return
+        stages = RequestStages(
+            input_s=answered[0].preprocess_s,
+            queue_s=max(a.queue_s for a in answered),
+            infer_s=max(a.row.inference_s for a in answered),
+            output_s=max(a.row.output_s for a in answered),
+        )
+        self.statistics.succeeded(len(answered), total_s, stages)
 
     async def _submit_many(
         self, items: Sequence[ModelInput], arrived_at: float, deadline: float, progress: Progress
@@ -359,7 +396,12 @@ class ModelUnit:
         for job in jobs:
             job.progress.stage = "inference"
         items = [job.item for job in jobs]
-        return await in_halves_when_out_of_memory(self._forward, items, self._release_cached_memory)
+        rows = await in_halves_when_out_of_memory(self._forward, items, self._release_cached_memory)
+        # One line per forward pass: two when an out-of-memory batch ran as halves.
+        passes = dict.fromkeys((row.batch_size, row.inference_s, row.output_s) for row in rows)
+        for size, infer_s, output_s in passes:
+            self.statistics.executed(size, infer_s, output_s)
+        return rows
 
     async def _forward(self, items: Sequence[ModelInput]) -> list[Row]:
         engine = self._engine

@@ -92,6 +92,38 @@ async def oip_server() -> dict[str, Any]:
     return {"name": "batchserve", "version": __version__, "extensions": list(EXTENSIONS)}
 
 
+@router.get("/models/stats", summary="Protocol statistics of every model", responses=_LOOKUP_ERRORS)
+async def oip_all_stats(request: Request) -> dict[str, Any]:
+    """The statistics extension: every served version of every model."""
+    registry = registry_of(request)
+    units = [unit for name in registry.names for unit in registry.versions(name)]
+    return _statistics(units)
+
+
+@router.get("/models/{name}/stats", summary="Protocol model statistics", responses=_LOOKUP_ERRORS)
+async def oip_stats(request: Request, name: ModelName) -> dict[str, Any]:
+    """Requests, forward passes and their cumulative times, for every served version."""
+    _unit(request, name)  # 404 for a model not served
+    return _statistics(registry_of(request).versions(name))
+
+
+@router.get(
+    "/models/{name}/versions/{version}/stats",
+    summary="Protocol model statistics, versioned",
+    responses=_LOOKUP_ERRORS,
+)
+async def oip_version_stats(request: Request, name: ModelName, version: Version) -> dict[str, Any]:
+    """The statistics of one version of the model."""
+    return _statistics([_unit(request, name, version)])
+
+
+def _statistics(units: list[ModelUnit]) -> dict[str, Any]:
+    """Triton's ``model_stats`` body: one item per model version."""
+    return {
+        "model_stats": [unit.statistics.as_dict(unit.name, str(unit.version)) for unit in units]
+    }
+
+
 def _unit(request: Request, name: str, version: str | None = None) -> ModelUnit:
     unit = unit_named(request, name)
     return unit if version is None else version_named(request, name, version)

@@ -198,3 +198,61 @@ async def test_the_asyncio_client_too(resnet_server: RunningServer) -> None:
     finally:
         await client.close()
     _assert_like_predict(probabilities, _expected(resnet_server, "cat.jpg"))
+
+
+@pytest.fixture(scope="module")
+def counted() -> Iterator[RunningServer]:
+    """A server of its own: its statistics count only this module's requests."""
+    yield from served(app_with_test_engine(make_settings(model="mobilenet_v2")))
+
+
+def _infer_images(client: triton.InferenceServerClient, images: list[bytes]) -> None:
+    tensor = triton.InferInput("IMAGE", [len(images)], "BYTES")
+    tensor.set_data_from_numpy(np.array(images, dtype=np.object_))
+    client.infer("mobilenet_v2", [tensor])
+
+
+def test_statistics_count_requests_images_passes_and_their_times(counted: RunningServer) -> None:
+    client = triton.InferenceServerClient(_host(counted))
+    empty = client.get_inference_statistics("mobilenet_v2")["model_stats"][0]
+    assert (empty["inference_count"], empty["execution_count"], empty["last_inference"]) == (
+        0,
+        0,
+        0,
+    )
+    _infer_images(client, [photo("cat.jpg")])
+    _infer_images(client, [photo("cat.jpg"), photo("coffee.webp")])
+    with pytest.raises(InferenceServerException):
+        _infer_images(client, [b"not an image"])
+    (stats,) = client.get_inference_statistics("mobilenet_v2", "1")["model_stats"]
+    client.close()
+    assert (stats["name"], stats["version"]) == ("mobilenet_v2", "1")
+    inference = stats["inference_stats"]
+    assert inference["success"]["count"] == 2
+    assert inference["fail"]["count"] == 1
+    for stage in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert inference[stage]["count"] == 2, stage
+        assert inference[stage]["ns"] > 0, stage
+    stages_ns = sum(inference[s]["ns"] for s in ("queue", "compute_input", "compute_infer"))
+    assert stages_ns <= inference["success"]["ns"]  # each stage is a part of the whole
+    assert stats["inference_count"] == 3
+    passes = stats["batch_stats"]
+    assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in passes) == 3
+    assert sum(b["compute_infer"]["count"] for b in passes) == stats["execution_count"]
+    assert stats["last_inference"] > 1.7e12  # milliseconds since the epoch
+
+
+async def test_statistics_of_every_model_and_unknown_names(counted: RunningServer) -> None:
+    client = triton_aio.InferenceServerClient(_host(counted))
+    try:
+        every = await client.get_inference_statistics()
+        by_name = await client.get_inference_statistics("mobilenet_v2")
+        with pytest.raises(InferenceServerException) as missing:
+            await client.get_inference_statistics("nope")
+        with pytest.raises(InferenceServerException) as version:
+            await client.get_inference_statistics("mobilenet_v2", "7")
+    finally:
+        await client.close()
+    assert [s["name"] for s in every["model_stats"]] == ["mobilenet_v2"]
+    assert [s["version"] for s in by_name["model_stats"]] == ["1"]
+    assert _status(missing) == _status(version) == "404"
