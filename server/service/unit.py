@@ -288,7 +288,8 @@ class ModelUnit:
             progress.stage = "queue"
             row = await self.batcher.submit(Job(crop, progress), deadline=deadline)
             queue_s = max(0.0, loop.time() - submitted_at - row.inference_s)
-            answered(result := Classification(row, preprocess_s, queue_s))
+            result = Classification(row, preprocess_s, queue_s)
+            answered.append(result)
         return result
 
     async def classify_many(
@@ -314,7 +315,7 @@ class ModelUnit:
                     raise outcome
             crops = [c for c in decoded if isinstance(c, np.ndarray)]
             results = await self._submit_many(crops, arrived_at, deadline, progress)
-            answered(*results)
+            answered.extend(results)
         answers = iter(results)
         return [o if isinstance(o, ImageError) else next(answers) for o in decoded]
 
@@ -336,12 +337,12 @@ class ModelUnit:
         tensors = list(batch.reshape(count, 3, crop, crop))
         with self._counted(arrived_at) as answered:
             results = await self._submit_many(tensors, arrived_at, deadline, progress or Progress())
-            answered(*results)
+            answered.extend(results)
         return results
 
     @contextlib.contextmanager
-    def _counted(self, arrived_at: float) -> Iterator[Callable[..., None]]:
-        """Count one request in the statistics: answered with the results handed in, or not.
+    def _counted(self, arrived_at: float) -> Iterator[list[Classification]]:
+        """Count one request in the statistics: answered with the results put in the list, or not.
 
         A request that raises (refused, past its deadline, cancelled, a bad image)
         or answers no image at all counts as failed.
@@ -349,7 +350,7 @@ class ModelUnit:
         loop = asyncio.get_running_loop()
         answered: list[Classification] = []
         try:
-            yield lambda *results: answered.extend(results)
+            yield answered
         except BaseException:
             self.statistics.failed(loop.time() - arrived_at)
             raise
