@@ -169,6 +169,8 @@ class Settings(BaseSettings):
     """Address to listen on (0.0.0.0 for all interfaces)."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     """TCP port to listen on."""
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 8001
+    """TCP port of the Open Inference Protocol over gRPC (as Triton's); 0 turns gRPC off."""
     log_level: LogLevel = "info"
     """debug, info, warning, error or critical."""
     log_format: LogFormat = "text"

@@ -48,6 +48,7 @@ class Metrics:
         *,
         batch_sizes: Iterable[int],
         endpoints: Iterable[str],
+        grpc_methods: Iterable[str] = (),
         error_codes: Iterable[str],
         disconnect_stages: Iterable[str] = (),
     ) -> None:
@@ -58,25 +59,28 @@ class Metrics:
         self._declare_pipeline(tuple(float(size) for size in batch_sizes))
         self._declare_lifecycle()
         self._initialise(list(endpoints), list(error_codes), list(disconnect_stages))
+        for method in grpc_methods:
+            self.request_duration.labels(protocol="grpc", endpoint=method, model="", version="")
 
     def _declare_http(self) -> None:
         r = self.registry
         self.requests = Counter(
             "batchserve_requests",
-            "HTTP requests answered (model, version: what a predict request reached, else empty)",
-            ["endpoint", "status", "model", "version"],
+            "Requests answered, HTTP and gRPC (model, version: what an inference request "
+            "reached, else empty; status: HTTP's number or gRPC's code name)",
+            ["protocol", "endpoint", "status", "model", "version"],
             registry=r,
         )
         self.images = Counter(
             "batchserve_images",
             "Images classified and answered",
-            ["endpoint", "model", "version"],
+            ["protocol", "endpoint", "model", "version"],
             registry=r,
         )
         self.request_duration = Histogram(
             "batchserve_request_duration_seconds",
-            "Time from request arrival to the end of the response",
-            ["endpoint", "model", "version"],
+            "Time from request arrival to the end of the response (HTTP) or the call (gRPC)",
+            ["protocol", "endpoint", "model", "version"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -182,7 +186,7 @@ class Metrics:
     def _initialise(self, endpoints: list[str], error_codes: list[str], stages: list[str]) -> None:
         # Labelled series exist from start-up so dashboards show zeros, not gaps.
         for endpoint in endpoints:
-            self.request_duration.labels(endpoint=endpoint, model="", version="")
+            self.request_duration.labels(protocol="http", endpoint=endpoint, model="", version="")
         for code in error_codes:
             self.errors.labels(code=code)
         for stage in stages:
@@ -192,9 +196,12 @@ class Metrics:
         """The pipeline metrics of one model version (its labels), zeros published now."""
         return ModelMetrics(self, name, str(version))
 
-    def count_images(self, model: str, version: str, endpoint: str, count: int) -> None:
+    def count_images(
+        self, model: str, version: str, endpoint: str, count: int, protocol: str = "http"
+    ) -> None:
         """``count`` images of ``model``'s ``version`` answered through ``endpoint``."""
-        self.images.labels(endpoint=endpoint, model=model, version=version).inc(count)
+        labels = {"protocol": protocol, "endpoint": endpoint, "model": model, "version": version}
+        self.images.labels(**labels).inc(count)
 
     def set_model_info(self, **labels: str) -> None:
         """Publish one model's description as the labels of ``batchserve_model_info``."""
@@ -217,10 +224,19 @@ class Metrics:
             self.set_model_info(model=str(description.name), state=state, **fields)
 
     def observe_request(
-        self, endpoint: str, status: int, duration_s: float, model: str = "", version: str = ""
+        self,
+        endpoint: str,
+        status: int | str,
+        duration_s: float,
+        model: str = "",
+        version: str = "",
+        protocol: str = "http",
     ) -> None:
-        """Count one answered request and its latency (model and version: what it reached)."""
-        labels = {"endpoint": endpoint, "model": model, "version": version}
+        """Count one answered request and its latency (model and version: what it reached).
+
+        ``status`` is HTTP's number, or for gRPC the status code's name (``OK``, ``NOT_FOUND``).
+        """
+        labels = {"protocol": protocol, "endpoint": endpoint, "model": model, "version": version}
         self.requests.labels(status=str(status), **labels).inc()
         self.request_duration.labels(**labels).observe(duration_s)
 

@@ -141,6 +141,8 @@ def make_settings(**overrides: Any) -> Settings:
         # tests/server/engines cover OpenVINO and int8 themselves.
         "engine": "torch",
         "cache_dir": SUITE_CACHE,
+        # gRPC off: test servers run side by side; the gRPC tests give theirs a free port.
+        "grpc_port": 0,
     }
     return Settings(_env_file=None, **{**values, **overrides})  # type: ignore[call-arg]
 

@@ -29,6 +29,10 @@ from server.web.auth import (
     require_api_key,
 )
 from server.web.errors import DisconnectStage, ErrorCode, install_handlers
+from server.web.grpc.call import Backend
+from server.web.grpc.messages import method_names
+from server.web.grpc.server import GrpcServer
+from server.web.grpc.service import endpoint
 from server.web.middleware import RequestContextMiddleware
 from server.web.plumbing import REQUEST_TIMEOUT_HEADER
 from server.web.ratelimit import ClientRateLimiter
@@ -61,12 +65,29 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     poller: RepositoryPoller = app.state.poller
     poller.start()
     _rescan_on_sighup(poller)
+    grpc_server: GrpcServer | None = None
     try:
+        # Inside the try: a port that cannot be bound stops the start, and the models still close.
+        grpc_server = app.state.grpc = await _start_grpc(app)
         yield
     finally:
         logger.info("shutting down: draining the queues and in-flight batches")
+        if grpc_server is not None:
+            await grpc_server.stop(registry.settings.shutdown_timeout_s)
         await poller.aclose()
         await registry.aclose()
+
+
+async def _start_grpc(app: FastAPI) -> GrpcServer | None:
+    """The gRPC server on ``BATCHSERVE_GRPC_PORT``, serving the REST side's models; 0: none."""
+    settings: Settings = app.state.registry.settings
+    if not settings.grpc_port:
+        return None
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    server = GrpcServer(Backend.of(app.state), f"{host}:{settings.grpc_port}",
+                        settings.max_request_bytes)  # fmt: skip
+    await server.start()
+    return server
 
 
 def _rescan_on_sighup(poller: RepositoryPoller) -> None:
@@ -126,6 +147,7 @@ def create_app(
     metrics = Metrics(
         batch_sizes=buckets,
         endpoints=ENDPOINTS,
+        grpc_methods=[endpoint(name) for name in method_names()],
         error_codes=[code.value for code in ErrorCode],
         disconnect_stages=[stage.value for stage in DisconnectStage],
     )
@@ -143,6 +165,7 @@ def create_app(
     app.state.control = ModelControl(app.state.registry, settings)
     app.state.poller = RepositoryPoller(app.state.control)
     app.state.metrics = metrics
+    app.state.grpc = None  # the lifespan starts it (BATCHSERVE_GRPC_PORT)
     app.state.limiter = ClientRateLimiter(settings.rate_limit) if settings.rate_limit else None
     app.state.api_keys = ApiKeys(settings.api_key_list) if settings.api_key_list else None
     app.state.admin_keys = ApiKeys(settings.admin_key_list) if settings.admin_key_list else None

@@ -18,6 +18,7 @@ from typing import Annotated, Final
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from server.config import Settings
 from server.web.errors import ApiError, ErrorCode
 
 API_KEY_HEADER: Final = "X-API-Key"
@@ -85,26 +86,30 @@ def _loopback_only(host: str) -> bool:
         return False
 
 
-async def require_admin_key(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_admin_bearer)],
-    header_key: Annotated[str | None, Security(_admin_header)],
-) -> None:
-    """The model-control endpoints' dependency with admin keys set: 401 without one of them."""
-    keys: ApiKeys = request.app.state.admin_keys
-    presented = _presented(bearer, header_key)
+def checked_key(keys: ApiKeys, presented: str | None) -> str:
+    """The fingerprint of ``presented``, one of ``keys``; 401 ``unauthorized`` otherwise."""
+    if not presented:
+        raise _unauthorized(
+            f"an API key is required: send 'Authorization: Bearer <key>' or '{API_KEY_HEADER}'"
+        )
+    if not keys.accepts(presented):
+        raise _unauthorized("the API key is not valid")
+    return fingerprint(presented)
+
+
+def checked_admin_key(keys: ApiKeys, presented: str | None) -> str:
+    """The fingerprint of ``presented``, one of the admin ``keys``; 401 otherwise."""
     if not presented or not keys.accepts(presented):
         raise _unauthorized("model control needs one of BATCHSERVE_ADMIN_KEYS")
-    request.state.api_key = fingerprint(presented)
+    return fingerprint(presented)
 
 
-async def local_admin_only(request: Request) -> None:
-    """The model-control endpoints' dependency without admin keys: 403 but on a local server.
+def check_local_admin(settings: Settings) -> None:
+    """Model control without admin keys: 403 but under explicit control on a loopback server.
 
     Only a server under ``BATCHSERVE_MODEL_CONTROL=explicit`` listening on
-    loopback lets them through: whoever reaches it runs on the same machine.
+    loopback lets it through: whoever reaches it runs on the same machine.
     """
-    settings = request.app.state.registry.settings
     if settings.model_control == "explicit" and _loopback_only(settings.host):
         return
     raise ApiError(
@@ -114,18 +119,26 @@ async def local_admin_only(request: Request) -> None:
     )
 
 
+async def require_admin_key(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_admin_bearer)],
+    header_key: Annotated[str | None, Security(_admin_header)],
+) -> None:
+    """The model-control endpoints' dependency with admin keys set: 401 without one of them."""
+    presented = _presented(bearer, header_key)
+    request.state.api_key = checked_admin_key(request.app.state.admin_keys, presented)
+
+
+async def local_admin_only(request: Request) -> None:
+    """The model-control endpoints' dependency without admin keys (``check_local_admin``)."""
+    check_local_admin(request.app.state.registry.settings)
+
+
 async def require_api_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header_key: Annotated[str | None, Security(_api_key_header)],
 ) -> None:
     """Dependency of the protected routes: 401 ``unauthorized`` without a valid key."""
-    keys: ApiKeys = request.app.state.api_keys
     presented = _presented(bearer, header_key)
-    if not presented:
-        raise _unauthorized(
-            f"an API key is required: send 'Authorization: Bearer <key>' or '{API_KEY_HEADER}'"
-        )
-    if not keys.accepts(presented):
-        raise _unauthorized("the API key is not valid")
-    request.state.api_key = fingerprint(presented)
+    request.state.api_key = checked_key(request.app.state.api_keys, presented)

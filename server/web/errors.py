@@ -172,6 +172,24 @@ def from_batcher_error(exc: BatcherError) -> ApiError:
     return ApiError(ErrorCode.DEADLINE_EXCEEDED, "the request was not computed before its deadline")
 
 
+def as_api_error(exc: Exception) -> ApiError | None:
+    """The API error a domain error is answered with (None for any other exception).
+
+    The one mapping of domain errors: the REST handlers and the gRPC service both use it.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ImageError):
+        return from_image_error(exc)
+    if isinstance(exc, BatcherError):
+        return from_batcher_error(exc)
+    if isinstance(exc, NotReadyError):
+        return ApiError(ErrorCode.NOT_READY, str(exc))
+    if isinstance(exc, ProtocolError):
+        return ApiError(ErrorCode.BAD_REQUEST, str(exc))
+    return None
+
+
 def request_id_of(request: Request) -> str | None:
     """The id the request middleware gave this request, if it ran."""
     value = getattr(request.state, "request_id", None)
@@ -209,28 +227,10 @@ def respond(request: Request, error: ApiError) -> JSONResponse:
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return respond(request, exc)
-
-
-async def _image_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ImageError)
-    return respond(request, from_image_error(exc))
-
-
-async def _protocol_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ProtocolError)
-    return respond(request, ApiError(ErrorCode.BAD_REQUEST, str(exc)))
-
-
-async def _not_ready(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, NotReadyError)
-    return respond(request, ApiError(ErrorCode.NOT_READY, str(exc)))
-
-
-async def _batcher_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, BatcherError)
-    return respond(request, from_batcher_error(exc))
+    """ApiError itself, and the domain errors that become one (``as_api_error``)."""
+    error = as_api_error(exc)
+    assert error is not None
+    return respond(request, error)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -267,10 +267,8 @@ def install_handlers(app: FastAPI) -> None:
     # Starlette's own: raised by request.stream()/body()/form() when the client leaves mid-upload.
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(ApiError, _api_error)
-    # The model units raise these; they become API errors here, and only here.
-    app.add_exception_handler(ImageError, _image_error)
-    app.add_exception_handler(BatcherError, _batcher_error)
-    app.add_exception_handler(NotReadyError, _not_ready)
-    app.add_exception_handler(ProtocolError, _protocol_error)
+    # The model units raise these; they become API errors through as_api_error only.
+    for domain_error in (ImageError, BatcherError, NotReadyError, ProtocolError):
+        app.add_exception_handler(domain_error, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -19,7 +19,13 @@ from server.web.plumbing import endpoint_of, release_units
 logger = logging.getLogger("batchserve.access")
 _error_logger = logging.getLogger("batchserve.errors")
 
-_VALID_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: A client's request id is kept when it is such a token (HTTP's X-Request-ID, gRPC's metadata).
+VALID_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def fresh_request_id() -> str:
+    """A new request id: 32 hexadecimal digits."""
+    return uuid.uuid4().hex
 
 
 def request_id_from(scope: Scope) -> str:
@@ -27,9 +33,9 @@ def request_id_from(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             candidate = str(value.decode("latin-1"))
-            if _VALID_REQUEST_ID.match(candidate):
+            if VALID_REQUEST_ID.match(candidate):
                 return candidate
-    return uuid.uuid4().hex
+    return fresh_request_id()
 
 
 class RequestContextMiddleware:

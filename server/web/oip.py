@@ -43,6 +43,7 @@ from server.web.schemas import (
 from server.web.upload import cancel_on_disconnect, read_raw_body
 
 if TYPE_CHECKING:
+    from server.service.registry import ModelRegistry
     from server.service.unit import Classification, ModelUnit
 
 #: Metadata, model metadata and inference: behind the API keys when set.
@@ -50,7 +51,7 @@ router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
 #: Liveness and readiness: always open.
 probes = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
 
-EXTENSIONS: Final = ("classification", "binary_tensor_data")
+EXTENSIONS: Final = ("classification", "binary_tensor_data", "statistics", "model_repository")
 ModelName = Annotated[str, Path(description="A served model's name")]
 Version = Annotated[str, Path(description="One of the model's served versions")]
 
@@ -89,6 +90,11 @@ async def oip_ready(request: Request) -> ProtocolReady:
 @router.get("", summary="Protocol server metadata", responses=protocol_error_responses(401))
 async def oip_server() -> dict[str, Any]:
     """The server's name, version and protocol extensions."""
+    return server_metadata()
+
+
+def server_metadata() -> dict[str, Any]:
+    """The protocol's server metadata (REST and gRPC): name, version, extensions."""
     return {"name": "batchserve", "version": __version__, "extensions": list(EXTENSIONS)}
 
 
@@ -97,14 +103,14 @@ async def oip_all_stats(request: Request) -> dict[str, Any]:
     """The statistics extension: every served version of every model."""
     registry = registry_of(request)
     units = [unit for name in registry.names for unit in registry.versions(name)]
-    return _statistics(units)
+    return statistics_of(units)
 
 
 @router.get("/models/{name}/stats", summary="Protocol model statistics", responses=_LOOKUP_ERRORS)
 async def oip_stats(request: Request, name: ModelName) -> dict[str, Any]:
     """Requests, forward passes and their cumulative times, for every served version."""
     _unit(request, name)  # 404 for a model not served
-    return _statistics(registry_of(request).versions(name))
+    return statistics_of(registry_of(request).versions(name))
 
 
 @router.get(
@@ -114,11 +120,11 @@ async def oip_stats(request: Request, name: ModelName) -> dict[str, Any]:
 )
 async def oip_version_stats(request: Request, name: ModelName, version: Version) -> dict[str, Any]:
     """The statistics of one version of the model."""
-    return _statistics([_unit(request, name, version)])
+    return statistics_of([_unit(request, name, version)])
 
 
-def _statistics(units: list[ModelUnit]) -> dict[str, Any]:
-    """Triton's ``model_stats`` body: one item per model version."""
+def statistics_of(units: list[ModelUnit]) -> dict[str, Any]:
+    """Triton's ``model_stats`` body: one item per model version (also the gRPC answer's)."""
     return {
         "model_stats": [unit.statistics.as_dict(unit.name, str(unit.version)) for unit in units]
     }
@@ -132,7 +138,7 @@ def _unit(request: Request, name: str, version: str | None = None) -> ModelUnit:
 @router.get("/models/{name}", summary="Protocol model metadata", responses=_LOOKUP_ERRORS)
 async def oip_model(request: Request, name: ModelName) -> dict[str, Any]:
     """The model's inputs and outputs, named, typed and shaped."""
-    return _metadata(request, _unit(request, name))
+    return metadata(registry_of(request), _unit(request, name))
 
 
 @router.get(
@@ -142,15 +148,16 @@ async def oip_model(request: Request, name: ModelName) -> dict[str, Any]:
 )
 async def oip_model_version(request: Request, name: ModelName, version: Version) -> dict[str, Any]:
     """The inputs and outputs of one version of the model."""
-    return _metadata(request, _unit(request, name, version))
+    return metadata(registry_of(request), _unit(request, name, version))
 
 
-def _metadata(request: Request, unit: ModelUnit) -> dict[str, Any]:
+def metadata(registry: ModelRegistry, unit: ModelUnit) -> dict[str, Any]:
+    """The protocol's model metadata: the model's inputs and outputs, named, typed and shaped."""
     model = loaded(unit)
     crop = model.preprocessing.crop_size
     return {
         "name": unit.name,
-        "versions": [str(u.version) for u in registry_of(request).versions(unit.name)],
+        "versions": [str(u.version) for u in registry.versions(unit.name)],
         "platform": f"batchserve_{model.engine}",
         "inputs": [
             {"name": IMAGE, "datatype": "BYTES", "shape": [-1]},
@@ -213,15 +220,15 @@ async def _infer(request: Request, unit: ModelUnit) -> Response:
     if infer.timeout_us is not None:
         deadline = min(deadline, admitted.arrived_at + infer.timeout_us / 1e6)
     progress = Progress()
-    work = _classify(unit, infer, admitted.arrived_at, deadline, progress)
+    work = classify_inputs(unit, infer, admitted.arrived_at, deadline, progress)
     results = await cancel_on_disconnect(request, work, progress)
     count_images(request, unit, len(results))
-    outputs = _outputs(unit, infer, results)
+    outputs = requested_outputs(unit, infer, results)
     content, headers = oip_codec.response(unit.name, infer.id, outputs, str(unit.version))
     return Response(content, headers=headers)
 
 
-async def _classify(
+async def classify_inputs(
     unit: ModelUnit, infer: InferRequest, arrived_at: float, deadline: float, progress: Progress
 ) -> list[Classification]:
     """The one input's images through the unit; an unreadable image fails the request (400)."""
@@ -272,7 +279,7 @@ def _pixels(unit: ModelUnit, tensor: oip_codec.Input) -> bytes:
     return oip_codec.fp32_bytes(tensor)
 
 
-def _outputs(
+def requested_outputs(
     unit: ModelUnit, infer: InferRequest, results: list[Classification]
 ) -> list[OutputTensor]:
     """PROBABILITIES as asked: full FP32 rows, or the top k as classification strings."""

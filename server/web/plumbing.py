@@ -45,21 +45,17 @@ def registry_of(request: Request) -> ModelRegistry:
     return registry
 
 
-def unit_named(request: Request, name: str) -> ModelUnit:
-    """The unit serving ``name``; 404 ``model_not_found`` naming the served ones."""
-    registry = registry_of(request)
-    unit = registry.get(name)
-    if unit is None:
-        raise ApiError(
-            ErrorCode.MODEL_NOT_FOUND,
-            f"no model named {name[:64]!r}; served: {', '.join(registry.names)}",
-        )
-    return held(request, unit)
-
-
-def version_named(request: Request, name: str, version: str) -> ModelUnit:
-    """The unit serving ``version`` of ``name``; 404 ``model_not_found`` naming the served ones."""
-    registry = registry_of(request)
+def find_unit(registry: ModelRegistry, name: str, version: str | None = None) -> ModelUnit:
+    """The unit serving ``name`` (``version``, or the newest ready one); 404 ``model_not_found``
+    naming the served ones (REST and gRPC alike)."""
+    if version is None:
+        unit = registry.get(name)
+        if unit is None:
+            raise ApiError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"no model named {name[:64]!r}; served: {', '.join(registry.names)}",
+            )
+        return unit
     unit = registry.get_version(name, int(version)) if version.isdigit() else None
     if unit is None:
         served = ", ".join(str(u.version) for u in registry.versions(name))
@@ -67,7 +63,17 @@ def version_named(request: Request, name: str, version: str) -> ModelUnit:
             ErrorCode.MODEL_NOT_FOUND,
             f"model {name} has no version {version[:16]!r}; served: {served}",
         )
-    return held(request, unit)
+    return unit
+
+
+def unit_named(request: Request, name: str) -> ModelUnit:
+    """The unit serving ``name``, held for this request (``find_unit``)."""
+    return held(request, find_unit(registry_of(request), name))
+
+
+def version_named(request: Request, name: str, version: str) -> ModelUnit:
+    """The unit serving ``version`` of ``name``, held for this request (``find_unit``)."""
+    return held(request, find_unit(registry_of(request), name, version))
 
 
 #: The request state's list of units to release when the answer is sent (the middleware does).

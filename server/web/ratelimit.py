@@ -36,7 +36,10 @@ class ClientRateLimiter:
 
     async def check(self, request: Request) -> None:
         """Count this request against its client; 429 ``rate_limited`` once over a limit."""
-        key = client_key(request)
+        await self.check_key(client_key(request))
+
+    async def check_key(self, key: str) -> None:
+        """Count one request against ``key``'s budget (a gRPC call's client, too)."""
         # Test every window before counting in any: a refused request uses up no budget.
         for item in self.items:
             if not await self._limiter.test(item, key):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from fastapi import APIRouter, Path, Request, Response
@@ -67,15 +68,11 @@ async def _parameters(request: Request) -> dict[str, Any]:
 async def repository_index(request: Request) -> list[dict[str, str]]:
     """Each model version with its state and reason (``{"ready": true}``: ready ones only)."""
     ready_only = (await _parameters(request)).get("ready") is True
-    return [
-        {k: str(v) for k, v in dataclasses.asdict(entry).items() if v or k in ("name", "state")}
-        for entry in control_of(request).index()
-        if not ready_only or entry.state == "READY"
-    ]
+    return index_entries(control_of(request), ready_only)
 
 
-def _explicit(request: Request, action: str) -> None:
-    mode = registry_of(request).settings.model_control
+def require_explicit(mode: str, action: str) -> None:
+    """403 unless models are under explicit control (``mode``, BATCHSERVE_MODEL_CONTROL)."""
     if mode != "explicit":
         raise ApiError(
             ErrorCode.FORBIDDEN,
@@ -84,22 +81,48 @@ def _explicit(request: Request, action: str) -> None:
         )
 
 
-@router.post("/models/{name}/load", summary="Load or reload a model; answered once it serves",
-             responses=protocol_error_responses(400, 401, 403))  # fmt: skip
-async def repository_load(request: Request, name: ModelName) -> Response:
-    """Build the model's versions beside the served ones; switch once all are ready."""
-    _explicit(request, "load")
-    parameters = await _parameters(request)
-    if set(parameters) & {"config"} or any(key.startswith("file:") for key in parameters):
+def check_load_parameters(names: Iterable[str]) -> None:
+    """400 for a load that carries a config or files: it takes the folder as it is."""
+    if any(name == "config" or name.startswith("file:") for name in names):
         raise ApiError(
             ErrorCode.BAD_REQUEST,
             "a load takes the model's folder as it is in the repository; a config or files in "
             "the request are not supported",
         )
+
+
+def index_entries(control: ModelControl, ready_only: bool) -> list[dict[str, str]]:
+    """Each model version with its state, and its reason when it has one."""
+    return [
+        {k: str(v) for k, v in dataclasses.asdict(entry).items() if v or k in ("name", "state")}
+        for entry in control.index()
+        if not ready_only or entry.state == "READY"
+    ]
+
+
+async def load_model(control: ModelControl, name: str) -> None:
+    """Load or reload ``name``; 400 ``model_load_failed`` saying why it failed."""
     try:
-        await control_of(request).load(name)
+        await control.load(name)
     except ModelLoadFailedError as exc:
         raise ApiError(ErrorCode.MODEL_LOAD_FAILED, f"failed to load {name}: {exc}") from None
+
+
+async def unload_model(control: ModelControl, name: str) -> None:
+    """Unload ``name`` once its queue has drained; 404 ``model_not_found`` if not served."""
+    try:
+        await control.unload(name)
+    except ModelNotServedError as exc:
+        raise ApiError(ErrorCode.MODEL_NOT_FOUND, str(exc)) from None
+
+
+@router.post("/models/{name}/load", summary="Load or reload a model; answered once it serves",
+             responses=protocol_error_responses(400, 401, 403))  # fmt: skip
+async def repository_load(request: Request, name: ModelName) -> Response:
+    """Build the model's versions beside the served ones; switch once all are ready."""
+    require_explicit(registry_of(request).settings.model_control, "load")
+    check_load_parameters(await _parameters(request))
+    await load_model(control_of(request), name)
     return Response(status_code=200)
 
 
@@ -107,10 +130,7 @@ async def repository_load(request: Request, name: ModelName) -> Response:
              responses=protocol_error_responses(401, 403, 404))  # fmt: skip
 async def repository_unload(request: Request, name: ModelName) -> Response:
     """New requests for it are 404 at once; the queued ones are answered first."""
-    _explicit(request, "unload")
+    require_explicit(registry_of(request).settings.model_control, "unload")
     await _parameters(request)
-    try:
-        await control_of(request).unload(name)
-    except ModelNotServedError as exc:
-        raise ApiError(ErrorCode.MODEL_NOT_FOUND, str(exc)) from None
+    await unload_model(control_of(request), name)
     return Response(status_code=200)

@@ -7,7 +7,12 @@ from server.metrics import Metrics
 
 
 def _metrics() -> Metrics:
-    return Metrics(batch_sizes=(1, 2, 4, 8), endpoints=["/predict"], error_codes=["invalid_image"])
+    return Metrics(
+        batch_sizes=(1, 2, 4, 8),
+        endpoints=["/predict"],
+        grpc_methods=["/inference.GRPCInferenceService/ModelInfer"],
+        error_codes=["invalid_image"],
+    )
 
 
 def test_the_batch_size_buckets_are_the_plans() -> None:
@@ -31,8 +36,14 @@ def test_labelled_series_exist_from_the_start() -> None:
             assert f"batchserve_dropped_total{{{labels}}} 0.0" in text
         count = f'batchserve_preprocess_duration_seconds_count{{model="{model}",version="1"}}'
         assert f"{count} 0.0" in text
-    unnamed = 'batchserve_request_duration_seconds_count{endpoint="/predict",model="",version=""}'
+    unnamed = (
+        'batchserve_request_duration_seconds_count{endpoint="/predict",model="",protocol="http",'
+        'version=""}'
+    )
     assert f"{unnamed} 0.0" in text
+    method = "/inference.GRPCInferenceService/ModelInfer"
+    grpc = f'{{endpoint="{method}",model="",protocol="grpc",version=""}}'
+    assert f"batchserve_request_duration_seconds_count{grpc} 0.0" in text
 
 
 def test_the_observer_hooks_feed_batch_queue_and_drop_metrics_of_their_model_only() -> None:
@@ -46,7 +57,8 @@ def test_the_observer_hooks_feed_batch_queue_and_drop_metrics_of_their_model_onl
     assert 'batchserve_queue_wait_seconds_count{model="m",version="2"} 3.0' in text
     assert 'batchserve_inference_duration_seconds_count{model="m",version="2"} 1.0' in text
     assert 'batchserve_dropped_total{model="m",reason="deadline",version="2"} 1.0' in text
-    assert 'batchserve_images_total{endpoint="/predict",model="m",version="2"} 3.0' in text
+    images = 'batchserve_images_total{endpoint="/predict",model="m",protocol="http",version="2"}'
+    assert f"{images} 3.0" in text
     assert 'batchserve_inference_duration_seconds_count{model="other",version="1"} 0.0' in text
     assert 'batchserve_inference_duration_seconds_count{model="m",version="1"}' not in text
     assert other.model == "other"
@@ -56,8 +68,20 @@ def test_requests_carry_the_model_they_were_for() -> None:
     metrics = _metrics()
     metrics.observe_request("/models/{name}/predict", 200, 0.1, "m", "3")
     text = metrics.exposition("")[0].decode()
-    labels = 'endpoint="/models/{name}/predict",model="m",status="200",version="3"'
+    labels = 'endpoint="/models/{name}/predict",model="m",protocol="http",status="200",version="3"'
     assert f"batchserve_requests_total{{{labels}}} 1.0" in text
+
+
+def test_grpc_calls_are_counted_with_their_protocol_and_status_name() -> None:
+    metrics = _metrics()
+    method = "/inference.GRPCInferenceService/ModelInfer"
+    metrics.observe_request(method, "NOT_FOUND", 0.01, protocol="grpc")
+    metrics.count_images("m", "1", method, 2, protocol="grpc")
+    text = metrics.exposition("")[0].decode()
+    labels = f'endpoint="{method}",model="",protocol="grpc",status="NOT_FOUND",version=""'
+    assert f"batchserve_requests_total{{{labels}}} 1.0" in text
+    images = f'endpoint="{method}",model="m",protocol="grpc",version="1"'
+    assert f"batchserve_images_total{{{images}}} 2.0" in text
 
 
 def test_openmetrics_is_served_when_asked_for() -> None:

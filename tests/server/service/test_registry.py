@@ -189,7 +189,7 @@ def test_info_keeps_its_schema_for_the_default_model_and_lists_the_models(
 
 def test_metrics_carry_the_model(client: httpx.Client, repository_server: RunningServer) -> None:
     endpoint = "/models/{name}/predict"
-    images = {"endpoint": endpoint, "model": "effnet_ts", "version": "1"}
+    images = {"protocol": "http", "endpoint": endpoint, "model": "effnet_ts", "version": "1"}
     requests = {**images, "status": "200"}
     before = repository_server.metric("batchserve_images_total", **images)
     answered_before = repository_server.metric("batchserve_requests_total", **requests)

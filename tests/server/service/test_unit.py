@@ -134,6 +134,7 @@ def _disconnects(server: RunningServer, stage: str) -> float:
 def _answered(server: RunningServer, status: str) -> float:
     return server.metric(
         "batchserve_requests_total",
+        protocol="http",
         endpoint="/predict",
         status=status,
         model=server.service.name,

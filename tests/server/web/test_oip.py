@@ -46,7 +46,9 @@ def test_health_metadata_and_readiness(client: triton.InferenceServerClient) -> 
     assert client.is_server_ready()
     assert client.is_model_ready("resnet50")
     assert client.is_model_ready("resnet50", "1")
-    assert client.get_server_metadata()["extensions"] == ["classification", "binary_tensor_data"]
+    assert client.get_server_metadata()["extensions"] == [
+        "classification", "binary_tensor_data", "statistics", "model_repository"
+    ]  # fmt: skip
     metadata = client.get_model_metadata("resnet50", "1")
     assert metadata["versions"] == ["1"]
     inputs = {i["name"]: i for i in metadata["inputs"]}

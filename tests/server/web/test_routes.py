@@ -153,8 +153,9 @@ def test_metrics_expose_latency_batch_size_and_queue_depth(api) -> None:
         "batchserve_queue_wait_seconds_bucket",
         "batchserve_inference_duration_seconds_bucket",
         "batchserve_preprocess_duration_seconds_bucket",
-        'batchserve_requests_total{endpoint="/predict",model="resnet50",status="200",version="1"}',
-        'batchserve_images_total{endpoint="/predict",model="resnet50",version="1"}',
+        'batchserve_requests_total{endpoint="/predict",model="resnet50",protocol="http",'
+        'status="200",version="1"}',
+        'batchserve_images_total{endpoint="/predict",model="resnet50",protocol="http",version="1"}',
         'batchserve_errors_total{code="invalid_image"}',
         'batchserve_dropped_total{model="resnet50",reason="deadline",version="1"}',
         "batchserve_workers_busy",

@@ -69,7 +69,11 @@ def test_each_part_gets_its_own_answer_or_error_in_order(
 ) -> None:
     name = resnet_server.service.name
     before = resnet_server.metric(
-        "batchserve_images_total", endpoint="/predict/batch", model=name, version="1"
+        "batchserve_images_total",
+        protocol="http",
+        endpoint="/predict/batch",
+        model=name,
+        version="1",
     )
     response = api.post("/predict/batch?top_k=3", files=_files("cat.jpg", "broken", "coffee.jpg"))
     assert response.status_code == 200, response.text
@@ -88,7 +92,11 @@ def test_each_part_gets_its_own_answer_or_error_in_order(
     _same_answer(cat["predictions"], _post(api, photo("cat.jpg")).json()["predictions"][:3])
     _same_answer(coffee["predictions"], _post(api, photo("coffee.jpg")).json()["predictions"][:3])
     after = resnet_server.metric(
-        "batchserve_images_total", endpoint="/predict/batch", model=name, version="1"
+        "batchserve_images_total",
+        protocol="http",
+        endpoint="/predict/batch",
+        model=name,
+        version="1",
     )
     assert after == before + 2
 

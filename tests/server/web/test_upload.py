@@ -73,7 +73,13 @@ def test_a_client_that_leaves_mid_upload_is_499_never_a_server_error(
     before = resnet_server.metric("batchserve_client_disconnects_total", stage="upload")
     errors = resnet_server.metric("batchserve_errors_total", code="internal_error")
     model = resnet_server.service.name
-    status_499 = {"endpoint": "/predict", "status": "499", "model": model, "version": "1"}
+    status_499 = {
+        "protocol": "http",
+        "endpoint": "/predict",
+        "status": "499",
+        "model": model,
+        "version": "1",
+    }
     closed = resnet_server.metric("batchserve_requests_total", **status_499)
     conn = _trickle(resnet_server, "198.51.100.50")
     time.sleep(0.2)  # the handler is now waiting for the rest of the body
@@ -84,7 +90,13 @@ def test_a_client_that_leaves_mid_upload_is_499_never_a_server_error(
         time.sleep(0.05)
     assert resnet_server.metric("batchserve_client_disconnects_total", stage="upload") == before + 1
     assert resnet_server.metric("batchserve_errors_total", code="internal_error") == errors
-    statuses = {"endpoint": "/predict", "status": "500", "model": model, "version": "1"}
+    statuses = {
+        "protocol": "http",
+        "endpoint": "/predict",
+        "status": "500",
+        "model": model,
+        "version": "1",
+    }
     assert resnet_server.metric("batchserve_requests_total", **statuses) == 0
 
 
