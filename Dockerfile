@@ -83,6 +83,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     TORCH_HOME=/opt/torch \
     BATCHSERVE_HOST=0.0.0.0 \
     BATCHSERVE_PORT=8000 \
+    BATCHSERVE_GRPC_PORT=8001 \
     BATCHSERVE_MODEL=${BATCHSERVE_MODEL} \
     BATCHSERVE_WEIGHTS=${BATCHSERVE_WEIGHTS} \
     BATCHSERVE_PRECISION=${PRECISION} \
@@ -91,7 +92,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /home/batchserve
 RUN mkdir -p /home/batchserve/.cache/batchserve
-EXPOSE 8000
+# HTTP, and the Open Inference Protocol over gRPC.
+EXPOSE 8000 8001
 # Healthy means able to serve: /ready (loaded, warmed up, batcher alive, not draining), the same
 # probe as docker-compose.yml. /health would stay 200 after a fatal batcher error, and Docker's
 # health status is what compose's service_healthy, Swarm and ECS act on. Kubernetes ignores

@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check \
 	$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
-.PHONY: install install-serve serve test coverage test-fast bench loadtest tools lint typecheck format clean
+.PHONY: install install-serve serve test coverage test-fast bench loadtest tools lint typecheck format protos clean
 
 install-serve: $(SERVE_STAMP)
 install: $(STAMP)
@@ -35,6 +35,13 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The gRPC service's descriptor set, compiled from its .proto (checked by
+# tests/server/web/grpc/test_messages.py, which compiles it again and compares).
+GRPC_DIR := server/web/grpc
+protos: $(STAMP)
+	cd $(GRPC_DIR) && ../../../$(BIN)/python -m grpc_tools.protoc -I. --include_imports \
+		--descriptor_set_out=inference.binpb inference.proto
 
 # Prometheus (promtool) and docker-compose for the observability checks; installs them with
 # apt-get when missing and allowed to (root), else the tests that need them say so.
