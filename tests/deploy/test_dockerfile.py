@@ -31,7 +31,9 @@ def test_the_image_is_multi_stage_on_python_311_slim_and_runs_as_a_user() -> Non
 
 
 def test_it_serves_on_8000_from_every_interface_with_a_health_check() -> None:
-    assert re.search(r"^EXPOSE 8000$", DOCKERFILE, re.MULTILINE)
+    """HTTP on 8000, gRPC on 8001."""
+    assert re.search(r"^EXPOSE 8000 8001$", DOCKERFILE, re.MULTILINE)
+    assert "BATCHSERVE_GRPC_PORT=8001" in DOCKERFILE
     assert "BATCHSERVE_HOST=0.0.0.0" in DOCKERFILE
     assert re.search(r"^HEALTHCHECK .*\n.*/ready'", DOCKERFILE, re.MULTILINE)
     assert DOCKERFILE.rstrip().endswith('CMD ["batchserve"]')

@@ -69,16 +69,21 @@ def test_request_queries_cover_every_predict_endpoint_and_filter_the_model() -> 
         for match in re.finditer(r"(batchserve_\w+)\{([^}]*)\}", expr):
             name, selector = match.groups()
             if name.startswith("batchserve_request"):
-                assert 'endpoint=~".*(predict|infer).*"' in selector, title
+                assert 'endpoint=~".*(predict|predict/batch|infer|ModelInfer)"' in selector, title
             if name not in ("batchserve_errors_total", "batchserve_inflight_requests"):
                 assert 'model=~"$model"' in selector, (title, name)
 
 
 def test_predict_endpoint_filter_matches_every_inference_route() -> None:
     from server.web.app import ENDPOINTS
+    from server.web.grpc.messages import method_names
+    from server.web.grpc.service import endpoint
 
-    matched = {e for e in ENDPOINTS if re.fullmatch(".*(predict|infer).*", e)}
+    methods = [endpoint(name) for name in method_names()]
+    pattern = ".*(predict|predict/batch|infer|ModelInfer)"
+    matched = {e for e in [*ENDPOINTS, *methods] if re.fullmatch(pattern, e)}
     assert matched == {
         "/predict", "/predict/batch", "/models/{name}/predict", "/models/{name}/predict/batch",
         "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer",
+        "/inference.GRPCInferenceService/ModelInfer",
     }  # fmt: skip
