@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     """What the model outputs: logits (softmax applied) or probabilities (used as they are)."""
     model_repository: Path | None = None
     """A folder with one sub-folder per model (Triton's layout): serves them all."""
+    model_dir: Path | None = None
+    """A mounted model folder (KServe's /mnt/models): a repository, one model, or one file."""
     default_model: str = ""
     """The model POST /predict serves (default: the only model)."""
     model_control: ModelControl = "none"
@@ -287,7 +289,9 @@ class Settings(BaseSettings):
         """Origins allowed by CORS; empty when CORS is off."""
         return tuple(_split(self.cors_origins))
 
-    @field_validator("cache_dir", "calibration_dir", "held_out_dir", "labels", "model_repository")
+    @field_validator(
+        "cache_dir", "calibration_dir", "held_out_dir", "labels", "model_repository", "model_dir"
+    )
     @classmethod
     def _expand_home(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

@@ -26,7 +26,7 @@ SETTINGS_EPILOG: Final = (
 #: Each setting's group in --help, in the order they are shown.
 GROUPS: Final[dict[str, tuple[str, ...]]] = {
     "model": ("model", "weights", "model_name", "labels", "resize_size", "crop_size", "mean",
-              "std", "interpolation", "output", "model_repository", "default_model",
+              "std", "interpolation", "output", "model_repository", "model_dir", "default_model",
               "model_control", "load_models", "poll_interval_s"),
     "engine": ("device", "engine", "precision", "calibration_dir", "held_out_dir",
                "int8_min_agreement", "int8_fp32_ops", "compile", "cache_dir", "workers",
@@ -35,7 +35,7 @@ GROUPS: Final[dict[str, tuple[str, ...]]] = {
     "limits": ("max_upload_mb", "max_files", "max_request_mb", "max_image_pixels",
                "body_timeout_s", "rate_limit"),
     "security": ("api_keys", "admin_keys", "protect_metrics", "cors_origins", "trusted_proxies"),
-    "network": ("host", "port", "shutdown_timeout_s"),
+    "network": ("host", "port", "grpc_port", "shutdown_timeout_s"),
     "logging": ("log_level", "log_format"),
 }  # fmt: skip
 GROUP_TITLES: Final = {

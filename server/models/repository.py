@@ -51,6 +51,8 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
     Under ``BATCHSERVE_MODEL_CONTROL=explicit`` with ``BATCHSERVE_LOAD_MODELS``,
     only those models (each of which must have a folder).
     """
+    if settings.model_dir is not None:
+        return mounted_specs(settings, settings.model_dir)
     if settings.model_repository is None:
         return [ModelSpec(served_name(settings), settings)]
     names = [folder.name for folder in model_folders(settings)]
@@ -67,6 +69,36 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
             )
         names = sorted(set(settings.load_models))
     return [spec for name in names for spec in specs_of(settings, name)]
+
+
+def mounted_specs(settings: Settings, root: Path) -> list[ModelSpec]:
+    """``BATCHSERVE_MODEL_DIR``: whatever a model store mounted there (KServe's /mnt/models).
+
+    One model's folder (its model file, version folders or config.toml at the
+    top) is served under BATCHSERVE_MODEL_NAME, else ``model``; a folder whose
+    only model file has another name serves that file, with the folder's
+    ``labels.txt``; anything else is a repository of model folders.
+    """
+    if not root.is_dir():
+        raise ModelConfigError(f"BATCHSERVE_MODEL_DIR={root}: no such folder")
+    if version_folders(root) or _model_files(root) or (root / CONFIG_FILE).is_file():
+        return _folder_specs(root, settings, settings.model_name or "model")
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES)
+    if len(files) > 1:
+        raise ModelConfigError(
+            f"BATCHSERVE_MODEL_DIR={root} holds several model files "
+            f"({', '.join(p.name for p in files)}): keep one, or one folder per model"
+        )
+    if files:
+        labels = root / LABELS_FILE
+        overrides: dict[str, object] = {
+            "model": str(files[0]),
+            "labels": str(labels) if labels.is_file() else None,
+        }
+        own = with_model_settings(settings, overrides, str(root))
+        return [ModelSpec(served_name(own), own)]
+    fixed = with_model_settings(settings, {}, str(root), model_repository=root, model_dir=None)
+    return model_specs(fixed)
 
 
 def model_folders(settings: Settings) -> list[Path]:
@@ -103,9 +135,9 @@ def default_model(settings: Settings, names: list[str]) -> str:
     return names[0]
 
 
-def _folder_specs(folder: Path, settings: Settings) -> list[ModelSpec]:
-    """The versions of one model folder that its version policy serves."""
-    name = folder.name
+def _folder_specs(folder: Path, settings: Settings, name: str | None = None) -> list[ModelSpec]:
+    """The versions of one model folder that its version policy serves (named after it)."""
+    name = name or folder.name
     if not MODEL_NAME_PATTERN.match(name):
         raise ModelConfigError(
             f"{folder}: a model folder's name is the model's name: letters, digits, '_', '.', "

@@ -202,3 +202,45 @@ def test_the_first_layout_is_version_1(tmp_path: Path) -> None:
     (tmp_path / "net" / "config.toml").write_text("version_policy = { specific = [2] }\n")
     with pytest.raises(ModelConfigError, match="version"):
         model_specs(make_settings(model_repository=tmp_path))
+
+
+def test_a_mounted_folder_of_one_file_serves_it_with_its_labels(tmp_path: Path) -> None:
+    """KServe's storage initializer copies a single-file storageUri into /mnt/models."""
+    _folder(tmp_path, "mnt", {"resnet.onnx": b"x", "labels.txt": "a\nb\n"})
+    (spec,) = model_specs(make_settings(model_dir=tmp_path / "mnt"))
+    assert (spec.name, spec.version) == ("resnet", 1)
+    assert spec.settings.model == str(tmp_path / "mnt" / "resnet.onnx")
+    assert spec.settings.labels == tmp_path / "mnt" / "labels.txt"
+    (named,) = model_specs(make_settings(model_dir=tmp_path / "mnt", model_name="classifier"))
+    assert named.name == "classifier"
+
+
+def test_a_mounted_folder_of_one_model_is_served_under_the_model_name(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    _folder(mnt, "1", {"model.onnx": b"x"})
+    _folder(mnt, "2", {"model.pt2": b"x", "labels.txt": "v2\n"})
+    specs = model_specs(make_settings(model_dir=mnt, model_name="isvc"))
+    assert [(s.name, s.version) for s in specs] == [("isvc", 2)]  # the default policy: latest
+    assert specs[0].settings.labels == mnt / "2" / "labels.txt"
+    _folder(tmp_path, "flat", {"model.ts": b"x"})
+    (flat,) = model_specs(make_settings(model_dir=tmp_path / "flat"))
+    assert (flat.name, flat.settings.model) == ("model", str(tmp_path / "flat" / "model.ts"))
+
+
+def test_a_mounted_repository_serves_every_model_folder(tmp_path: Path) -> None:
+    _folder(tmp_path / "mnt", "a", {"model.onnx": b"x"})
+    _folder(tmp_path / "mnt", "b", {"config.toml": 'model = "resnet18"\n'})
+    specs = model_specs(make_settings(model_dir=tmp_path / "mnt"))
+    assert [spec.name for spec in specs] == ["a", "b"]
+    assert specs[0].settings.model_repository == tmp_path / "mnt"
+
+
+def test_a_mounted_folder_with_two_files_or_none_is_a_clear_error(tmp_path: Path) -> None:
+    _folder(tmp_path, "two", {"a.onnx": b"x", "b.onnx": b"x"})
+    with pytest.raises(ModelConfigError, match="several model files"):
+        model_specs(make_settings(model_dir=tmp_path / "two"))
+    with pytest.raises(ModelConfigError, match="no such folder"):
+        model_specs(make_settings(model_dir=tmp_path / "absent"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelConfigError, match="has no model folders"):
+        model_specs(make_settings(model_dir=tmp_path / "empty"))
