@@ -333,3 +333,36 @@ def test_grpc_is_counted_with_its_protocol_label(
     rest_before = server.metric("batchserve_images_total", **rest)
     _rest_probabilities(server, "cat.jpg")
     assert server.metric("batchserve_images_total", **rest) == rest_before + 1
+
+
+def test_a_full_queue_is_resource_exhausted_with_its_drain_time(
+    engines: EngineKeeper, server: RunningServer, client: tg.InferenceServerClient
+) -> None:
+    gated = _gated(engines)
+    answers: list[Any] = []
+    try:
+        client.async_infer(
+            "resnet50",
+            [image_input("cat.jpg")],
+            callback=lambda result, error: answers.append(error),
+        )
+        assert gated.started.acquire(timeout=30)
+        eight = image_input(*["cat.jpg"] * 8)  # the queue's whole capacity
+        client.async_infer(
+            "resnet50", [eight], callback=lambda result, error: answers.append(error)
+        )
+        depth = {"model": "resnet50", "version": "1"}
+        wait_until(lambda: server.metric("batchserve_queue_depth", **depth) == 8)
+        error = rpc_error(server, "ModelInfer", model_name="resnet50", inputs=[
+            {"name": "IMAGE", "datatype": "BYTES", "shape": [1],
+             "contents": {"bytes_contents": [photo("cat.jpg")]}}
+        ])  # fmt: skip
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+        metadata = trailers(error)
+        assert metadata["batchserve-error-code"] == "overloaded"
+        assert 1 <= int(metadata["retry-after"]) <= 30
+        assert metadata["grpc-retry-pushback-ms"] == str(1000 * int(metadata["retry-after"]))
+    finally:
+        gated.gate.set()
+    wait_until(lambda: len(answers) == 2)
+    assert answers == [None, None]  # both admitted calls were answered
