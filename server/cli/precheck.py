@@ -1,10 +1,11 @@
 """What ``batchserve serve`` checks before it loads torch: the settings' own mistakes, at once.
 
 A model file of an unknown type or missing, a repository laid out wrongly, no
-default among several models: each is found from the settings and the file
-system alone, so the command says so in a fraction of a second instead of after
-importing torch and the engines. Loading makes the same checks again (they are
-the same functions), so nothing depends on this having run.
+default among several models, a port another process holds: each is found from
+the settings, the file system and the network alone, so the command says so in
+a fraction of a second instead of after importing torch and the engines. Loading
+makes the same checks again (they are the same functions) and serving binds the
+ports itself, so nothing depends on this having run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from server.cli.ports import unavailable_ports
 from server.cli.serve import EXIT_CONFIG, EXIT_MODEL
 from server.config import Settings, is_model_path, unknown_variables, variable_names
 from server.models.errors import ModelConfigError, ModelLoadError
@@ -44,4 +46,8 @@ def refusal(settings: Settings) -> int | None:
     except ModelLoadError as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_CONFIG if isinstance(exc, ModelConfigError) else EXIT_MODEL
+    if problems := unavailable_ports(settings):
+        for problem in problems:
+            logger.error("cannot start: %s", problem)
+        return EXIT_CONFIG
     return None

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import pytest
 
+from loadtest.process import free_port
 from server.cli import precheck
 from server.cli.precheck import check_settings, refusal
+from server.cli.serve import EXIT_CONFIG
 from server.cli.startup import exit_status
 from server.models.errors import ModelLoadError
 from tests.conftest import make_settings
@@ -70,8 +73,38 @@ def test_a_served_model_file_or_repository_passes(
     (tmp_path / "model.onnx").write_bytes(b"not read here")
     repository = _repository(tmp_path / "models", {"a": ["model.ts"], "b": ["model.pt2"]})
     with caplog.at_level(logging.ERROR, logger="batchserve"):
-        assert refusal(make_settings(model=str(tmp_path / "model.onnx"))) is None
-        assert refusal(make_settings(model_repository=repository, default_model="b")) is None
-        assert refusal(make_settings(model="resnet50")) is None  # a name: checked when loading
+        assert refusal(make_settings(model=str(tmp_path / "model.onnx"), port=0)) is None
+        served = make_settings(model_repository=repository, default_model="b", port=0)
+        assert refusal(served) is None
+        assert refusal(make_settings(model="resnet50", port=0)) is None  # a name: checked later
     assert caplog.text == ""
     assert logging_set_up == [("info", "text")] * 3  # before anything is checked
+
+
+@pytest.mark.parametrize(
+    ("setting", "variable"), [("port", "BATCHSERVE_PORT"), ("grpc_port", "BATCHSERVE_GRPC_PORT")]
+)
+def test_a_port_another_process_listens_on_is_a_configuration_error_before_any_model_loads(
+    setting: str, variable: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        others = {"port": free_port(), "grpc_port": free_port(), setting: taken}
+        with caplog.at_level(logging.ERROR, logger="batchserve"):
+            assert refusal(make_settings(host="127.0.0.1", **others)) == EXIT_CONFIG
+    assert f"cannot listen on 127.0.0.1:{taken} ({variable})" in caplog.text
+    assert "in use" in caplog.text  # the system's own reason
+    assert caplog.text.count("cannot start") == 1  # only the taken one
+
+
+def test_free_ports_and_port_zero_pass_and_a_host_that_does_not_resolve_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="batchserve"):
+        assert refusal(make_settings(port=free_port(), grpc_port=free_port())) is None
+        assert refusal(make_settings(port=0, grpc_port=0)) is None
+        assert caplog.text == ""
+        assert refusal(make_settings(host="no-such-host.invalid", port=free_port())) == EXIT_CONFIG
+    assert "cannot listen on no-such-host.invalid" in caplog.text
