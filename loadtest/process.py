@@ -28,6 +28,8 @@ def start_server(overrides: dict[str, str]) -> tuple[subprocess.Popen[bytes], st
     env = {
         **os.environ,
         "BATCHSERVE_PORT": str(port),
+        # gRPC on, as served, on a port of its own: several servers may run side by side.
+        "BATCHSERVE_GRPC_PORT": str(free_port()),
         "BATCHSERVE_LOG_LEVEL": "warning",
         **{f"BATCHSERVE_{k}": v for k, v in overrides.items()},
     }

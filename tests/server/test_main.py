@@ -49,6 +49,9 @@ def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     env.setdefault("BATCHSERVE_CACHE_DIR", str(SUITE_CACHE))
     env.setdefault("BATCHSERVE_PRECISION", "fp32")
     env.setdefault("BATCHSERVE_COMPILE", "off")
+    # Free ports: the start checks both before loading anything, and tests run side by side.
+    env.setdefault("BATCHSERVE_PORT", str(free_port()))
+    env.setdefault("BATCHSERVE_GRPC_PORT", str(free_port()))
     return env
 
 
