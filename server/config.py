@@ -173,6 +173,9 @@ class Settings(BaseSettings):
     """TCP port to listen on."""
     grpc_port: Annotated[int, Field(ge=0, le=65535)] = 8001
     """TCP port of the Open Inference Protocol over gRPC (as Triton's); 0 turns gRPC off."""
+    tracing: bool = False
+    """OpenTelemetry spans (the tracing extra), sent where the OTEL_* variables say; also on
+    when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set."""
     log_level: LogLevel = "info"
     """debug, info, warning, error or critical."""
     log_format: LogFormat = "text"

@@ -44,7 +44,10 @@ def _modules_loaded_by(imports: list[str]) -> set[str]:
 
 
 #: The layers, each a package; a module belongs to the layer of the folder it lives in.
-LAYERS = ("server.web", "server.service", "server.models", "server.engines", "server.cli")
+LAYERS = (
+    "server.web", "server.service", "server.models", "server.engines", "server.cli",
+    "server.tracing",
+)  # fmt: skip
 #: What stays at server/'s top: configuration, metrics, the package and its entry point.
 TOP = {"server", "server.__main__", "server.config", "server.metrics"}
 
@@ -74,6 +77,24 @@ def test_model_engine_and_service_code_import_no_web_framework() -> None:
     assert not loaded & {"fastapi", "starlette", "uvicorn", "prometheus_client"}, loaded
 
 
+def test_serving_without_tracing_imports_no_module_of_the_tracing_extra() -> None:
+    """Off, the tracing extra need not be installed: nothing the server loads needs it.
+
+    (FastAPI imports OpenTelemetry's API, part of no extra of ours, where it is installed.)
+    """
+    modules = [*_modules_of("server.web"), "server.service.unit", "server.cli.precheck"]
+    code = "; ".join(f"import {name}" for name in modules)
+    code += "; import sys; print(' '.join(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split()
+    extra = [m for m in loaded if m.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))]
+    assert not extra
+    assert not {"server.tracing.spans", "server.tracing.setup"} & set(loaded)
+
+
 def _imports_of(module: str) -> set[str]:
     """The server modules ``module`` imports (at any level, TYPE_CHECKING included)."""
     path = ROOT / Path(*module.split("."))
@@ -96,8 +117,12 @@ def _layer_of(module: str) -> str:
 #: Which layer may import which: web -> service -> models and engines; nothing imports web
 #: but the command line; the top (config, metrics) is everyone's.
 MAY_IMPORT = {
-    "server.web": {"server.web", "server.service", "server.models", "server.engines"},
-    "server.service": {"server.service", "server.models", "server.engines"},
+    "server.web": {
+        "server.web", "server.service", "server.models", "server.engines", "server.tracing",
+    },
+    "server.service": {"server.service", "server.models", "server.engines", "server.tracing"},
+    # Below the two that open spans: it knows neither requests' routes nor units.
+    "server.tracing": {"server.tracing"},
     "server.models": {"server.models"},
     "server.engines": {"server.engines", "server.models"},
     "server.cli": set(LAYERS),

@@ -1,11 +1,12 @@
 """What ``batchserve serve`` checks before it loads torch: the settings' own mistakes, at once.
 
 A model file of an unknown type or missing, a repository laid out wrongly, no
-default among several models, a port another process holds: each is found from
-the settings, the file system and the network alone, so the command says so in
-a fraction of a second instead of after importing torch and the engines. Loading
-makes the same checks again (they are the same functions) and serving binds the
-ports itself, so nothing depends on this having run.
+default among several models, tracing asked for without its extra, a port
+another process holds: each is found from the settings, the environment, the
+file system and the network alone, so the command says so in a fraction of a
+second instead of after importing torch and the engines. Loading makes the same
+checks again (they are the same functions) and serving binds the ports itself,
+so nothing depends on this having run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from server.config import Settings, is_model_path, unknown_variables, variable_n
 from server.models.errors import ModelConfigError, ModelLoadError
 from server.models.repository import default_model, model_specs
 from server.models.sources import source_of
+from server.tracing import TracingUnavailableError
+from server.tracing import check as check_tracing
 from server.web.logs import configure_logging
 
 logger = logging.getLogger("batchserve")
@@ -46,6 +49,11 @@ def refusal(settings: Settings) -> int | None:
     except ModelLoadError as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_CONFIG if isinstance(exc, ModelConfigError) else EXIT_MODEL
+    try:
+        check_tracing(settings)
+    except TracingUnavailableError as exc:
+        logger.error("cannot start: %s", exc)
+        return EXIT_CONFIG
     if problems := unavailable_ports(settings):
         for problem in problems:
             logger.error("cannot start: %s", problem)

@@ -42,6 +42,7 @@ from server.service.memory import in_halves_when_out_of_memory
 from server.service.preparation import Prepared, Preparer, prepare
 from server.service.progress import Progress
 from server.service.statistics import InferenceStatistics, RequestStages
+from server.tracing import record_batch, record_queue, stage
 
 if TYPE_CHECKING:  # the metrics are handed in; prometheus_client is the web layer's
     from server.metrics import ModelMetrics
@@ -281,13 +282,14 @@ class ModelUnit:
         progress = progress or Progress()
         loop = asyncio.get_running_loop()
         with self._counted(arrived_at) as answered:
-            crop = await self._preprocess(data)
-            submitted_at = loop.time()
+            crop = await self._preprocess(data, progress)
+            submitted_at, submitted_ns = loop.time(), time.time_ns()
             preprocess_s = submitted_at - arrived_at
             self.metrics.preprocess_duration.observe(preprocess_s)
             progress.stage = "queue"
             row = await self.batcher.submit(Job(crop, progress), deadline=deadline)
             queue_s = max(0.0, loop.time() - submitted_at - row.inference_s)
+            record_queue(progress.trace, submitted_ns, queue_s)
             result = Classification(row, preprocess_s, queue_s)
             answered.append(result)
         return result
@@ -308,7 +310,7 @@ class ModelUnit:
         progress = progress or Progress()
         with self._counted(arrived_at) as answered:
             decoded = await asyncio.gather(
-                *(self._preprocess(data) for data in images), return_exceptions=True
+                *(self._preprocess(data, progress) for data in images), return_exceptions=True
             )
             for outcome in decoded:
                 if isinstance(outcome, BaseException) and not isinstance(outcome, ImageError):
@@ -370,7 +372,7 @@ class ModelUnit:
         self, items: Sequence[ModelInput], arrived_at: float, deadline: float, progress: Progress
     ) -> list[Classification]:
         loop = asyncio.get_running_loop()
-        submitted_at = loop.time()
+        submitted_at, submitted_ns = loop.time(), time.time_ns()
         preprocess_s = submitted_at - arrived_at
         for _ in items:
             self.metrics.preprocess_duration.observe(preprocess_s)
@@ -378,19 +380,22 @@ class ModelUnit:
         jobs = [Job(item, progress) for item in items]
         rows = await self.batcher.submit_many(jobs, deadline=deadline)
         waited_s = loop.time() - submitted_at
-        return [_classification(row, preprocess_s, waited_s) for row in rows]
+        results = [_classification(row, preprocess_s, waited_s) for row in rows]
+        record_queue(progress.trace, submitted_ns, max((r.queue_s for r in results), default=0.0))
+        return results
 
-    async def _preprocess(self, data: bytes) -> Crop:
+    async def _preprocess(self, data: bytes, progress: Progress) -> Crop:
         """Decode, resize and crop ``data`` on the decode pool, off the event loop."""
         assert self.model is not None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._decode_pool,
-            preprocess.image_to_crop,
-            data,
-            self.model.preprocessing,
-            self.settings.max_image_pixels,
-        )
+        with stage(progress.trace, "preprocess", **{"batchserve.image.bytes": len(data)}):
+            return await loop.run_in_executor(
+                self._decode_pool,
+                preprocess.image_to_crop,
+                data,
+                self.model.preprocessing,
+                self.settings.max_image_pixels,
+            )
 
     async def _run_batch(self, jobs: Sequence[Job]) -> list[Row]:
         """One forward pass; out of memory, retried once as two halves (smaller activations)."""
@@ -402,7 +407,17 @@ class ModelUnit:
         passes = dict.fromkeys((row.batch_size, row.inference_s, row.output_s) for row in rows)
         for size, infer_s, output_s in passes:
             self.statistics.executed(size, infer_s, output_s)
+            record_batch((job.progress.trace for job in jobs), infer_s + output_s,
+                         self._batch_attributes(size))  # fmt: skip
         return rows
+
+    def _batch_attributes(self, size: int) -> dict[str, str | int]:
+        """What the ``inference`` span of a forward pass says about it."""
+        return {
+            "batchserve.model": self.name, "batchserve.model.version": str(self.version),
+            "batchserve.batch.size": size, "batchserve.engine": self.plan.engine,
+            "batchserve.precision": self.plan.precision, "batchserve.device": str(self.plan.device),
+        }  # fmt: skip
 
     async def _forward(self, items: Sequence[ModelInput]) -> list[Row]:
         engine = self._engine

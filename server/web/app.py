@@ -20,6 +20,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from server import __version__
 from server.config import Settings
 from server.metrics import Metrics
+from server.tracing import Tracing
 from server.web import oip, openapi, repository, routes
 from server.web.auth import (
     API_KEY_HEADER,
@@ -61,6 +62,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     registry: ModelRegistry = app.state.registry
     await registry.start()
     registry.publish_model_info()
+    if app.state.tracing.enabled:
+        logger.info("tracing: %s", app.state.tracing.describe())
     _freeze_startup_heap()
     poller: RepositoryPoller = app.state.poller
     poller.start()
@@ -76,6 +79,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await grpc_server.stop(registry.settings.shutdown_timeout_s)
         await poller.aclose()
         await registry.aclose()
+        # Last: the spans of the requests drained above are sent before the process ends.
+        await asyncio.to_thread(app.state.tracing.shutdown)
 
 
 async def _start_grpc(app: FastAPI) -> GrpcServer | None:
@@ -127,6 +132,7 @@ def create_app(
     *,
     models: list[ModelPlan] | None = None,
     preparer: Preparer | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """Build the app; the models are loaded by the lifespan, never at import or here.
 
@@ -134,7 +140,8 @@ def create_app(
     and builds its engine before uvicorn starts; without them the plans are
     resolved here (ModelLoadError, DeviceError) and the lifespan loads the models
     with ``preparer`` (loading the model and building its engine, unless a test
-    hands in its own engine).
+    hands in its own engine). ``tracing`` defaults to what the settings and the
+    ``OTEL_*`` variables ask for (TracingUnavailableError when it cannot run).
     """
     # The service layer brings torch; imported here so that importing the web layer does not.
     from server.service.control import ModelControl, RepositoryPoller
@@ -165,13 +172,14 @@ def create_app(
     app.state.control = ModelControl(app.state.registry, settings)
     app.state.poller = RepositoryPoller(app.state.control)
     app.state.metrics = metrics
+    app.state.tracing = tracing if tracing is not None else Tracing.from_settings(settings)
     app.state.grpc = None  # the lifespan starts it (BATCHSERVE_GRPC_PORT)
     app.state.limiter = ClientRateLimiter(settings.rate_limit) if settings.rate_limit else None
     app.state.api_keys = ApiKeys(settings.api_key_list) if settings.api_key_list else None
     app.state.admin_keys = ApiKeys(settings.admin_key_list) if settings.admin_key_list else None
     install_handlers(app)
     _include_routes(app, settings)
-    _add_middleware(app, settings, metrics)
+    _add_middleware(app, settings, metrics, app.state.tracing)
     return app
 
 
@@ -192,7 +200,7 @@ CORS_ALLOW_HEADERS = ("Authorization", API_KEY_HEADER, REQUEST_TIMEOUT_HEADER, "
 CORS_EXPOSE_HEADERS = ("X-Request-ID", "Retry-After")
 
 
-def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics, tracing: Tracing) -> None:
     """Innermost first: CORS, then the request context, then the proxy headers outermost.
 
     The proxy headers come first so that the access log, the rate limiter and
@@ -208,6 +216,6 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
             expose_headers=list(CORS_EXPOSE_HEADERS),
             max_age=600,
         )
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, tracing=tracing)
     if settings.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)

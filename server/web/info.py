@@ -99,13 +99,13 @@ def _summary(registry: ModelRegistry, name: str) -> ModelSummary:
     )
 
 
-def info(registry: ModelRegistry) -> InfoResponse | None:
-    """``GET /info``: the default model's description and the list of models."""
+def info(registry: ModelRegistry, tracing: str = "off") -> InfoResponse | None:
+    """``GET /info``: the default model's description, the list of models, where spans go."""
     unit = registry.default
     default = None if unit is None else describe(unit, registry)
     if default is None:
         return None
-    return InfoResponse(**default.model_dump(), models=summaries(registry))
+    return InfoResponse(**default.model_dump(), models=summaries(registry), tracing=tracing)
 
 
 def _preprocessing(model: ModelDescription) -> PreprocessingInfo:

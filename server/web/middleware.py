@@ -13,8 +13,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.metrics import Metrics
+from server.tracing import RequestTrace, Tracing
 from server.web.errors import CLIENT_CLOSED_STATUS, ApiError, ErrorCode, response_for
-from server.web.plumbing import endpoint_of, release_units
+from server.web.plumbing import UNMATCHED, endpoint_of, release_units
 
 logger = logging.getLogger("batchserve.access")
 _error_logger = logging.getLogger("batchserve.errors")
@@ -41,9 +42,10 @@ def request_id_from(scope: Scope) -> str:
 class RequestContextMiddleware:
     """Outermost middleware: ids, timing, access log, metrics, and a last-resort 500."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, tracing: Tracing | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracing = tracing or Tracing()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,6 +56,7 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["arrived_at"] = asyncio.get_running_loop().time()
+        state["trace"] = trace = self._server_span(scope, request_id)
         response = _ResponseWatch(send, request_id, self.metrics)
         self.metrics.inflight.inc()
         try:
@@ -64,6 +67,22 @@ class RequestContextMiddleware:
             release_units(scope)
             self.metrics.inflight.dec()
             self._finish(scope, response, time.perf_counter() - started)
+            if trace is not None:
+                _end_server_span(trace, scope, response.status)
+
+    def _server_span(self, scope: Scope, request_id: str) -> RequestTrace | None:
+        """The request's server span (named by its route once routed), when tracing is on."""
+        if not self.tracing.enabled:
+            return None
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        client = scope.get("client")
+        attributes = {
+            "http.request.method": scope["method"], "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+            "network.protocol.version": scope.get("http_version", "1.1"),
+            **({"client.address": client[0], "client.port": client[1]} if client else {}),
+        }  # fmt: skip
+        return self.tracing.request(scope["method"], headers, attributes, request_id)
 
     def _finish(self, scope: Scope, response: _ResponseWatch, duration_s: float) -> None:
         endpoint = endpoint_of(scope)
@@ -87,6 +106,19 @@ class RequestContextMiddleware:
                 "client": f"{client[0]}:{client[1]}" if client else None,
             },
         )
+
+
+def _end_server_span(trace: RequestTrace, scope: Scope, status: int) -> None:
+    """Name it ``POST /predict`` (OpenTelemetry's HTTP convention); a 5xx marks it failed."""
+    route, state = endpoint_of(scope), scope["state"]
+    attributes: dict[str, str | int] = {"http.response.status_code": status}
+    if route != UNMATCHED:
+        attributes["http.route"] = route
+    if model := state.get("model"):
+        attributes["batchserve.model"] = str(model)
+        attributes["batchserve.model.version"] = str(state.get("version", ""))
+    name = scope["method"] if route == UNMATCHED else f"{scope['method']} {route}"
+    trace.end(name, attributes, str(status) if status >= 500 else None)
 
 
 class _ResponseWatch:

@@ -213,13 +213,14 @@ async def oip_infer_version(request: Request, name: ModelName, version: Version)
 async def _infer(request: Request, unit: ModelUnit) -> Response:
     admitted = await admit(request, unit)
     limits = unit.limits
-    body = await read_within(read_raw_body(request, limits.max_request_bytes), admitted.read_by)
+    progress = Progress(request.state.trace)
+    reading = read_raw_body(request, limits.max_request_bytes)
+    body = await read_within(reading, admitted.read_by, progress.trace)
     # A malformed body raises oip_codec.ProtocolError: 400 in the protocol's shape (errors.py).
     infer = oip_codec.parse(body, request.headers.get(oip_codec.HEADER_LENGTH))
     deadline = admitted.deadline
     if infer.timeout_us is not None:
         deadline = min(deadline, admitted.arrived_at + infer.timeout_us / 1e6)
-    progress = Progress()
     work = classify_inputs(unit, infer, admitted.arrived_at, deadline, progress)
     results = await cancel_on_disconnect(request, work, progress)
     count_images(request, unit, len(results))

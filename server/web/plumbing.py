@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.types import Scope
 
 from server.service.door import ModelDescription, NotReadyError
+from server.tracing import stage
 from server.web.errors import ApiError, ErrorCode
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from server.metrics import Metrics
     from server.service.registry import ModelRegistry
     from server.service.unit import ModelUnit
+    from server.tracing import RequestTrace
     from server.web.ratelimit import ClientRateLimiter
 
 T = TypeVar("T")
@@ -163,22 +165,29 @@ def count_images(request: Request, unit: ModelUnit, count: int) -> None:
     metrics.count_images(unit.name, str(unit.version), endpoint_of(request.scope), count)
 
 
+#: The endpoint label of a request no route matched (404s of unknown paths).
+UNMATCHED: Final = "unmatched"
+
+
 def endpoint_of(scope: Scope) -> str:
     """The matched route's path template: a low-cardinality metrics label."""
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
+    return path if isinstance(path, str) else UNMATCHED
 
 
-async def read_within(reading: Awaitable[T], read_by: float) -> T:
-    """The upload, or 408 ``request_timeout`` when the body is not in by ``read_by``.
+async def read_within(
+    reading: Awaitable[T], read_by: float, trace: RequestTrace | None = None
+) -> T:
+    """The upload (its ``upload`` span), or 408 ``request_timeout`` when not in by ``read_by``.
 
     A client trickling its upload holds only its own connection: nothing is
     queued or decoded for it until the whole body is in.
     """
     try:
         async with asyncio.timeout_at(read_by):
-            return await reading
+            with stage(trace, "upload"):
+                return await reading
     except TimeoutError:
         raise ApiError(
             ErrorCode.REQUEST_TIMEOUT, "the upload was not received within the body timeout"

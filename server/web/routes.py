@@ -102,9 +102,9 @@ async def predict_with(request: Request, name: ModelName, top_k: TopK = 5) -> Re
 
 async def _predict(request: Request, unit: ModelUnit, top_k: int) -> Response:
     admitted = await admit(request, unit)
+    progress = Progress(request.state.trace)
     reading = read_image_bytes(request, unit.limits.max_upload_bytes)
-    data = await read_within(reading, admitted.read_by)
-    progress = Progress()
+    data = await read_within(reading, admitted.read_by, progress.trace)
     work = unit.classify(data, admitted.arrived_at, admitted.deadline, progress)
     # Image and batcher errors pass through to errors.py's handlers.
     result = await cancel_on_disconnect(request, work, progress)
@@ -177,9 +177,9 @@ async def _predict_batch(request: Request, unit: ModelUnit, top_k: int) -> Respo
     reading = read_image_parts(
         request, limits.max_upload_bytes, limits.max_request_bytes, limits.max_files
     )
-    parts = await read_within(reading, admitted.read_by)
+    progress = Progress(request.state.trace)
+    parts = await read_within(reading, admitted.read_by, progress.trace)
     good = [part.data for part in parts if part.error is None]
-    progress = Progress()
     work = unit.classify_many(good, admitted.arrived_at, admitted.deadline, progress)
     outcomes = iter(await cancel_on_disconnect(request, work, progress))
     results = [part.error or next(outcomes) for part in parts]
@@ -236,7 +236,7 @@ async def ready(request: Request) -> StatusResponse | JSONResponse:
 )
 async def info(request: Request) -> InfoResponse:
     """The default model: preprocessing, device, precision, batching and versions; every model."""
-    answer = describing.info(registry_of(request))
+    answer = describing.info(registry_of(request), request.app.state.tracing.describe())
     if answer is None:
         raise NotReadyError("the default model is not loaded")
     return answer

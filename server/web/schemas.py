@@ -215,6 +215,11 @@ class InfoResponse(ModelInfo):
     """The answer to ``GET /info``: the default model, and the list of every served model."""
 
     models: list[ModelSummary]
+    tracing: str = Field(
+        default="off",
+        description="off, or where OpenTelemetry spans go and how they are sampled",
+        examples=["otlp http/protobuf to http://collector:4318/v1/traces; sampler ..."],
+    )
 
 
 class ProtocolErrorResponse(BaseModel):

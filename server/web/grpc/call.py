@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from server.service.control import ModelControl
     from server.service.registry import ModelRegistry
     from server.service.unit import ModelUnit
+    from server.tracing import Tracing
     from server.web.auth import ApiKeys
     from server.web.ratelimit import ClientRateLimiter
 
@@ -42,13 +43,14 @@ class Backend:
     limiter: ClientRateLimiter | None
     api_keys: ApiKeys | None
     admin_keys: ApiKeys | None
+    tracing: Tracing
 
     @classmethod
     def of(cls, state: State) -> Backend:
         """The backend of the app whose ``app.state`` this is (the REST side's very objects)."""
         return cls(
             state.registry, state.control, state.metrics,
-            state.limiter, state.api_keys, state.admin_keys,
+            state.limiter, state.api_keys, state.admin_keys, state.tracing,
         )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from server.tracing import RequestTrace
 from server.web import oip
 from server.web.errors import ApiError, ErrorCode, as_api_error
 from server.web.grpc import codec
@@ -39,6 +40,11 @@ _error_logger = logging.getLogger("batchserve.errors")
 Behaviour = Callable[[Call, Any], Awaitable[Message]]
 Context = grpc.aio.ServicerContext[Any, Any]
 
+#: The statuses that mark a server span failed (OpenTelemetry's gRPC convention).
+SERVER_ERRORS: Final = frozenset({
+    grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS,
+})  # fmt: skip
 #: Room for the message's framing on top of the request limit (field tags and lengths).
 FRAMING_BYTES: Final = 64 * 1024
 
@@ -179,6 +185,7 @@ def _observed(
 
     async def run(request: Any, context: Context) -> Message:
         call = Call(backend, context, path)
+        call.progress.trace = trace = _server_span(call, method)
         started = time.perf_counter()
         backend.metrics.inflight.inc()
         try:
@@ -198,8 +205,30 @@ def _observed(
             call.release()
             backend.metrics.inflight.dec()
             _finish(call, time.perf_counter() - started)
+            if trace is not None:
+                _end_server_span(trace, call)
 
     return run
+
+
+def _server_span(call: Call, method: str) -> RequestTrace | None:
+    """The call's server span (OpenTelemetry's gRPC convention), when tracing is on."""
+    if not call.backend.tracing.enabled:
+        return None
+    carrier = {k: v for k, v in call.metadata.items() if isinstance(v, str)}
+    attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
+    return call.backend.tracing.request(f"{SERVICE}/{method}", carrier, attributes,
+                                        call.request_id)  # fmt: skip
+
+
+def _end_server_span(trace: RequestTrace, call: Call) -> None:
+    attributes: dict[str, str | int] = {"rpc.grpc.status_code": call.status.value[0]}
+    if call.model:
+        attributes["batchserve.model"] = call.model
+        attributes["batchserve.model.version"] = call.version
+    failed = call.status in SERVER_ERRORS
+    trace.end(f"{SERVICE}/{call.endpoint.rpartition('/')[2]}", attributes,
+              call.status.name if failed else None)  # fmt: skip
 
 
 def _answerable(exc: Exception, call: Call) -> ApiError:
