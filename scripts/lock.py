@@ -2,8 +2,8 @@
 
     python3.11 scripts/lock.py            # both variants, from PyTorch's and PyPI's indexes
 
-pip resolves pyproject's runtime dependencies (no dev extras; the CPU image adds
-the ``openvino`` extra) for this Python
+pip resolves pyproject's runtime dependencies (no dev extras; both images add
+the ``tracing`` extra, the CPU image ``openvino`` too) for this Python
 with PyTorch's CPU or CUDA wheel index first, without installing anything
 (``pip install --dry-run --report``), and the exact versions are written out.
 Offline or behind a mirror, set ``LOCK_PIP_ARGS_CPU`` / ``LOCK_PIP_ARGS_CUDA``
@@ -28,8 +28,9 @@ VARIANTS = {
 }
 
 
-#: The optional extras each image carries: the CPU image serves with OpenVINO.
-EXTRAS = {"cpu": "[openvino]", "cuda": ""}
+#: The optional extras each image carries: the CPU image serves with OpenVINO; both can trace
+#: (off unless BATCHSERVE_TRACING or an OTLP endpoint is set).
+EXTRAS = {"cpu": "[openvino,tracing]", "cuda": "[tracing]"}
 
 
 def resolve(pip_args: list[str], extras: str = "") -> list[str]:

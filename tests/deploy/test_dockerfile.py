@@ -63,6 +63,11 @@ def test_the_lock_files_pin_every_runtime_dependency_exactly() -> None:
     extra = re.split(r"[<>=\[ ]", project["optional-dependencies"]["openvino"][0])[0]
     assert re.search(rf"^{extra}==", cpu, re.MULTILINE)
     assert "nncf" not in cpu
+    # Both images can trace (the tracing extra, off until asked for).
+    for variant in ("cpu", "cuda"):
+        lock = (ROOT / "requirements" / f"runtime-{variant}.txt").read_text()
+        for extra in project["optional-dependencies"]["tracing"]:
+            assert re.search(rf"^{re.split(r'[<>=]', extra)[0]}==", lock, re.MULTILINE), extra
 
 
 def test_int8_can_be_baked_into_the_image_by_the_quantize_command() -> None:

@@ -61,7 +61,7 @@ def engine(server: RunningServer, engines: EngineKeeper) -> Iterator[MeanPixelEn
 @pytest.fixture
 def spans(exporter: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]:
     exporter.clear()  # the readiness polls of the start
-    yield exporter
+    return exporter
 
 
 def _post(server: RunningServer, headers: dict[str, str]) -> httpx.Response:
@@ -132,8 +132,10 @@ def test_a_batch_of_three_leaves_three_request_trees_and_one_linked_inference_sp
     assert set(by_id) == {"with-parent", "second", "third"}
     continued = by_id["with-parent"]
     assert continued.context.trace_id == CALLER_TRACE
-    assert continued.parent is not None and continued.parent.span_id == CALLER_SPAN
-    assert by_id["second"].parent is None and by_id["second"].context.trace_id != CALLER_TRACE
+    assert continued.parent is not None
+    assert continued.parent.span_id == CALLER_SPAN
+    assert by_id["second"].parent is None
+    assert by_id["second"].context.trace_id != CALLER_TRACE
     assert batch.parent is None  # a batch has many parents: links instead
     assert {link.context.span_id for link in batch.links} == {r.context.span_id for r in requests}
     assert {link.attributes["batchserve.request_id"] for link in batch.links} == set(by_id)
@@ -179,7 +181,8 @@ def test_a_grpc_call_continues_its_traceparent_metadata(
     calls = _named(finished, "inference.GRPCInferenceService/ModelInfer")
     assert len(calls) == 3
     (continued,) = [c for c in calls if c.context.trace_id == CALLER_TRACE]
-    assert continued.parent is not None and continued.parent.span_id == CALLER_SPAN
+    assert continued.parent is not None
+    assert continued.parent.span_id == CALLER_SPAN
     assert continued.attributes["rpc.system"] == "grpc"
     assert continued.attributes["rpc.grpc.status_code"] == 0
     children = [s.name for s in finished
