@@ -118,7 +118,11 @@ def _layer_of(module: str) -> str:
 #: but the command line; the top (config, metrics) is everyone's.
 MAY_IMPORT = {
     "server.web": {
-        "server.web", "server.service", "server.models", "server.engines", "server.tracing",
+        "server.web",
+        "server.service",
+        "server.models",
+        "server.engines",
+        "server.tracing",
     },
     "server.service": {"server.service", "server.models", "server.engines", "server.tracing"},
     # Below the two that open spans: it knows neither requests' routes nor units.
