@@ -84,16 +84,18 @@ loadtest: $(STAMP)
 # against the naive FastAPI baseline: docs/benchmarks-engines.md; SECTIONS=raw,servers selects
 # within it), `server` (the model alone, then the server with batching on and off:
 # docs/benchmarks.md + .png), `models` (a real model's .ts, .pt2 and .onnx files, and two
-# models sharing one server: docs/benchmarks-models.md) and `int8` (int8 against fp32 on two
-# real classifiers, the recipe and each lever: docs/benchmarks-int8.md).
+# models sharing one server: docs/benchmarks-models.md), `int8` (int8 against fp32 on two
+# real classifiers, the recipe and each lever: docs/benchmarks-int8.md) and `tracing` (OpenTelemetry
+# off and on: docs/benchmarks-tracing.md).
 # Linux only (reads /proc).
-BENCH ?= engines,server,models,int8
+BENCH ?= engines,server,models,int8,tracing
 SECTIONS ?= raw,servers
 bench: $(STAMP)
 	case ",$(BENCH)," in *,engines,*) $(BIN)/python -m loadtest.engines_bench --sections $(SECTIONS);; esac
 	case ",$(BENCH)," in *,server,*) $(BIN)/python -m loadtest.bench;; esac
 	case ",$(BENCH)," in *,models,*) $(BIN)/python -m loadtest.models_bench;; esac
 	case ",$(BENCH)," in *,int8,*) $(BIN)/python -m loadtest.int8_fidelity;; esac
+	case ",$(BENCH)," in *,tracing,*) $(BIN)/python -m loadtest.tracing_bench;; esac
 
 format: $(STAMP)
 	$(BIN)/ruff format .

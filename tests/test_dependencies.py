@@ -26,8 +26,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 ROOT = Path(__file__).parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-#: What the installed packages may import: the runtime dependencies and the engine extras.
-SERVING_EXTRAS = ("openvino", "int8")
+#: What the installed packages may import: the runtime dependencies, the engine extras and
+#: tracing's.
+SERVING_EXTRAS = ("openvino", "int8", "tracing")
 
 
 def _declared(requirements: list[str]) -> dict[str, Requirement]:
@@ -68,6 +69,17 @@ def test_every_imported_library_is_a_declared_dependency(package: str) -> None:
         if not {canonicalize_name(d) for d in dists} & declared
     }
     assert undeclared == {}
+
+
+def test_a_tracer_provider_samples_with_the_attribute_batchserve_wraps() -> None:
+    """server/tracing/spans.py wraps ``TracerProvider.sampler`` (the SDK's reading of
+    OTEL_TRACES_SAMPLER) in its link-aware sampler; tracers must take it from there."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.sampler = ALWAYS_OFF
+    assert not provider.get_tracer("batchserve").start_span("x").is_recording()
 
 
 def test_the_dependencies_named_by_the_issue_are_declared_directly() -> None:

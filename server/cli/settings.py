@@ -36,7 +36,7 @@ GROUPS: Final[dict[str, tuple[str, ...]]] = {
                "body_timeout_s", "rate_limit"),
     "security": ("api_keys", "admin_keys", "protect_metrics", "cors_origins", "trusted_proxies"),
     "network": ("host", "port", "grpc_port", "shutdown_timeout_s"),
-    "logging": ("log_level", "log_format"),
+    "logging": ("log_level", "log_format", "tracing"),
 }  # fmt: skip
 GROUP_TITLES: Final = {
     "model": "model: what is served and how its images are prepared",
@@ -45,7 +45,7 @@ GROUP_TITLES: Final = {
     "limits": "limits: what one request or client may send",
     "security": "security: API keys, CORS and proxies",
     "network": "network: where to listen, and shutting down",
-    "logging": "logging",
+    "logging": "logging and tracing",
 }
 #: What a reader sees for a value, by the type pydantic-settings names.
 _METAVARS: Final = {

@@ -108,3 +108,13 @@ def test_free_ports_and_port_zero_pass_and_a_host_that_does_not_resolve_is_refus
         assert caplog.text == ""
         assert refusal(make_settings(host="no-such-host.invalid", port=free_port())) == EXIT_CONFIG
     assert "cannot listen on no-such-host.invalid" in caplog.text
+
+
+def test_tracing_that_cannot_run_is_a_configuration_error_before_any_model_loads(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    with caplog.at_level(logging.ERROR, logger="batchserve"):
+        assert refusal(make_settings(tracing=True, port=0)) == EXIT_CONFIG
+        assert refusal(make_settings(port=0)) is None  # off: the variable is not read
+    assert "cannot start: OTEL_TRACES_EXPORTER='zipkin'" in caplog.text

@@ -96,13 +96,23 @@ def _three_at_once(server: RunningServer, engine: MeanPixelEngine) -> list[httpx
 
 def _without_first(spans: InMemorySpanExporter) -> list[ReadableSpan]:
     """The spans of the batch of three: the traces of its requests, and its batch's span."""
-    finished = list(spans.get_finished_spans())
     three = {"with-parent", "second", "third"}
+    _wait_for_server_spans(spans, three | {"first"})
+    finished = list(spans.get_finished_spans())
     traces = {s.context.trace_id for s in finished
               if s.attributes.get("batchserve.request_id") in three}  # fmt: skip
     batches = [s for s in finished if s.name == "inference"
                and any(link.context.trace_id in traces for link in s.links)]  # fmt: skip
     return [s for s in finished if s.context.trace_id in traces] + batches
+
+
+def _wait_for_server_spans(spans: InMemorySpanExporter, request_ids: set[str]) -> None:
+    """A server span ends just after its answer is sent: the client may have it first."""
+
+    def ended() -> set[object]:
+        return {s.attributes.get("batchserve.request_id") for s in spans.get_finished_spans()}
+
+    wait_until(lambda: request_ids <= ended())
 
 
 def _named(spans: list[ReadableSpan], name: str) -> list[ReadableSpan]:
@@ -198,7 +208,10 @@ def test_a_server_error_marks_the_server_span_failed_and_a_client_error_does_not
     with server.client() as client:
         missing = client.post("/models/nope/predict", files={"file": ("c.jpg", b"x")})
         assert missing.status_code == 404
-        assert client.get("/no/such/path").status_code == 404
+        unrouted = client.get("/no/such/path")
+        assert unrouted.status_code == 404
+    ids = {missing.headers["x-request-id"], unrouted.headers["x-request-id"]}
+    _wait_for_server_spans(spans, ids)
     finished = {s.name: s for s in spans.get_finished_spans()}
     assert finished["POST /models/{name}/predict"].status.status_code is StatusCode.UNSET
     assert finished["GET"].attributes["http.response.status_code"] == 404  # no route: the method
@@ -249,3 +262,8 @@ def test_the_service_is_named_batchserve_unless_the_environment_names_it(
     described = resource().attributes
     assert (described["service.name"], described["service.version"]) == ("classifier-eu", "7")
     assert described["deployment.environment"] == "prod"
+
+
+def test_info_says_where_spans_go(server: RunningServer) -> None:
+    with server.client() as client:
+        assert client.get("/info").json()["tracing"].startswith("in-process; sampler LinkedSampler")

@@ -1,0 +1,184 @@
+"""``python -m loadtest.tracing_bench``: what OpenTelemetry tracing costs, off and on.
+
+One server process per round, rounds alternating tracing off and on (every
+span exported over OTLP/HTTP to a receiver in this process, which counts them),
+each under closed-loop load from ``hey`` at each concurrency: throughput, p50
+and p99, and the CPU its event loop (the main thread) spent per request. Off
+against off shows the noise between rounds; on against off the cost of
+tracing. The calls a request makes into the tracing code when tracing is off
+are timed apart (nanoseconds per request).
+
+Writes docs/benchmarks-tracing.md (or ``--out``) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import timeit
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from loadtest import hey, otlp_receiver, report
+from loadtest.engines_bench import stop_server
+from loadtest.process import free_port, main_thread_cpu_seconds, start_server
+from server.tracing import Tracing, record_batch, record_queue, stage
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The OTEL_* variables of a traced round, the endpoint added per round; the batch
+#: processor keeps its defaults, as a server run without them would.
+TRACED: Final = {"OTEL_SERVICE_NAME": "batchserve-bench"}
+
+
+def _arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--image", type=Path, default=ROOT / "tests" / "data" / "rocket.jpg")
+    parser.add_argument("--concurrency", default="1,8")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of off, then on")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-tracing.md")
+    return parser.parse_args(argv)
+
+
+@dataclass
+class Round:
+    """One server process under every level."""
+
+    tracing: bool
+    levels: list[hey.HeyResult] = field(default_factory=list)
+    loop_ms: list[float] = field(default_factory=list)
+    spans: int = 0
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in os.environ (the server process inherits them), restored afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _measure(args: argparse.Namespace, body: Path, traced: bool) -> Round:
+    port = free_port()
+    received, stop_receiver = otlp_receiver.start("http/protobuf", port)
+    variables = {**TRACED, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+    result = Round(traced)
+    overrides = {"MODEL": args.model, "WEIGHTS": "random", "TRACING": str(traced).lower()}
+    with _environment(variables if traced else {}):
+        process, url, _ = start_server(overrides)
+    try:
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            hey.warm_up(url, body, concurrency, args.duration)
+            before = main_thread_cpu_seconds(process.pid)
+            level = hey.run(f"{url}/predict", body, concurrency, args.duration)
+            loop_s = main_thread_cpu_seconds(process.pid) - before
+            result.levels.append(level)
+            result.loop_ms.append(loop_s * 1000 / max(1, level.answered))
+            label = "on" if traced else "off"
+            print(f"  tracing {label} c={concurrency}: {level.throughput:.1f} req/s", flush=True)
+    finally:
+        stop_server("batchserve", process, signal.SIGTERM)
+        result.spans = received.count()
+        stop_receiver()
+    return result
+
+
+def off_path_ns() -> float:
+    """Nanoseconds per request of the calls into tracing a /predict makes when it is off."""
+    off = Tracing()
+
+    def one_request() -> None:
+        trace = off.request("POST", {}, {}, "id")
+        with stage(trace, "upload"):
+            pass
+        with stage(trace, "preprocess", **{"batchserve.image.bytes": 1}):
+            pass
+        record_queue(trace, 0, 0.0)
+        record_batch([trace], 0.0, {})
+
+    runs = 200_000
+    return min(timeit.repeat(one_request, number=runs, repeat=5)) / runs * 1e9
+
+
+def _table(rounds: list[Round], concurrency: list[int]) -> list[str]:
+    rows = ["| round | tracing | c | req/s | p50 ms | p99 ms | loop CPU ms/request | spans |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for number, run in enumerate(rounds, 1):
+        for c, level, loop_ms in zip(concurrency, run.levels, run.loop_ms, strict=True):
+            rows.append(
+                f"| {number} | {'on' if run.tracing else 'off'} | {c} | {level.throughput:.1f} "
+                f"| {level.percentile_ms(50):.2f} | {level.percentile_ms(99):.2f} "
+                f"| {loop_ms:.3f} | {run.spans if run.tracing else '-'} |"
+            )
+    return rows
+
+
+def _mean_throughput(rounds: list[Round], traced: bool, index: int) -> float:
+    chosen = [run.levels[index].throughput for run in rounds if run.tracing is traced]
+    return sum(chosen) / len(chosen)
+
+
+def _summary(rounds: list[Round], concurrency: list[int], off_ns: float) -> list[str]:
+    lines = [f"- Off, the tracing calls of one request take {off_ns:.0f} ns (timed apart)."]
+    for index, c in enumerate(concurrency):
+        off = _mean_throughput(rounds, False, index)
+        on = _mean_throughput(rounds, True, index)
+        offs = [run.levels[index].throughput for run in rounds if not run.tracing]
+        spread = (max(offs) - min(offs)) / off * 100 if off else 0.0
+        lines.append(
+            f"- c={c}: off {off:.1f} req/s (rounds {spread:.1f} % apart), "
+            f"on {on:.1f} req/s ({(on / off - 1) * 100:+.1f} %)."
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Alternate rounds off and on, then write the report."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = _arguments(argv)
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    rounds = []
+    with tempfile.TemporaryDirectory() as folder:
+        body = Path(folder) / "body"
+        body.write_bytes(hey.multipart_body(args.image.read_bytes()))
+        for _ in range(args.rounds):
+            rounds += [_measure(args, body, False), _measure(args, body, True)]
+    off_ns = off_path_ns()
+    lines = [
+        *report.header(
+            "Benchmark: OpenTelemetry tracing off and on",
+            "loadtest.tracing_bench",
+            argv,
+            f"model: {args.model} (random weights), the default engine and precision; "
+            f"image {args.image.name} as multipart, hey, {args.duration:g} s per level",
+            "on: BATCHSERVE_TRACING=true, every span kept (the default sampler) and sent over "
+            "OTLP/HTTP (the SDK's default batching) to a receiver on loopback "
+            "(loadtest/otlp_receiver.py); off: no OTEL_* variable set",
+        ),
+        "",
+        *_table(rounds, concurrency),
+        "",
+        *_summary(rounds, concurrency, off_ns),
+        "",
+    ]
+    text = "\n".join(lines)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
