@@ -1,4 +1,4 @@
-"""Model files for tests and benchmarks: a module exported as TorchScript, .pt2 and ONNX.
+"""Model files for tests and benchmarks: a module as TorchScript, .pt2, ONNX and OpenVINO IR.
 
 Every export has a dynamic batch dimension, as docs/models.md asks of users,
 except :func:`exported_with_fixed_batch`, which makes the file the server refuses.
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 #: The file kinds, by extension.
-SOURCES: Final = ("ts", "pt2", "onnx")
+SOURCES: Final = ("ts", "pt2", "onnx", "xml")
 
 
 def example(crop: int, batch: int = 2) -> torch.Tensor:
@@ -33,6 +33,7 @@ def export(
         "ts": torchscript,
         "pt2": exported,
         "onnx": onnx,
+        "xml": openvino_ir,
     }
     folder.mkdir(parents=True, exist_ok=True)
     module = module.eval()
@@ -78,3 +79,14 @@ def onnx(module: nn.Module, path: Path, crop: int) -> None:
             dynamo=True,
             external_data=False,
         )
+
+
+def openvino_ir(module: nn.Module, path: Path, crop: int) -> None:
+    """OpenVINO IR (``path`` and its .bin), fp32 weights, a dynamic batch dimension."""
+    import openvino as ov
+
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        model = ov.convert_model(module, example_input=example(crop))
+    model.reshape({model.inputs[0]: ov.PartialShape([-1, 3, crop, crop])})
+    ov.save_model(model, str(path), compress_to_fp16=False)

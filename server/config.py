@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     )
 
     model: str = "resnet50"
-    """A torchvision model name (resnet50, ...) or a model file (.ts, .pt, .pt2, .onnx)."""
+    """A torchvision model name (resnet50, ...) or a model file (.ts, .pt, .pt2, .onnx, .xml)."""
     weights: str = "DEFAULT"
     """DEFAULT, a registry weights name, a state_dict file, or random."""
     model_name: str = ""
@@ -335,8 +335,12 @@ FILE_SOURCES: Final = {
     ".pt": "torchscript",
     ".pt2": "exported",
     ".onnx": "onnx",
+    # OpenVINO's own IR: model.xml, with its weights in model.bin beside it.
+    ".xml": "openvino",
 }
 MODEL_FILE_SUFFIXES: Final = tuple(FILE_SOURCES)
+#: The file kinds OpenVINO reads as they are, which only the OpenVINO engine runs, by name.
+OPENVINO_FILE_SOURCES: Final = {"onnx": "ONNX", "openvino": "OpenVINO IR"}
 
 
 def is_model_path(value: str) -> bool:

@@ -28,7 +28,7 @@ import openvino as ov
 import torch
 from openvino.preprocess import PrePostProcessor
 
-from server.config import Settings
+from server.config import OPENVINO_FILE_SOURCES, Settings
 from server.engines import calibration, int8
 from server.engines.contract import (
     MAX_TOP_K,
@@ -90,7 +90,7 @@ def convert(model: LoadedModel) -> ov.Model:
 
 
 def _read(model: LoadedModel, crop: int) -> ov.Model:
-    if model.source == "onnx":
+    if model.source in OPENVINO_FILE_SOURCES:
         return ov.Core().read_model(str(model.path))
     if model.source == "exported":
         return ov.convert_model(model.exported)
@@ -264,9 +264,9 @@ def build(model: LoadedModel, plan: RuntimePlan, settings: Settings) -> BuiltEng
 def converted(model: LoadedModel, cache_dir: Path) -> ov.Model:
     """:func:`convert`'s model, read from the cache when an earlier start converted it.
 
-    An ONNX file is read as it is: there is nothing to convert.
+    An ONNX or IR file is read as it is: there is nothing to convert.
     """
-    if model.source == "onnx":
+    if model.source in OPENVINO_FILE_SOURCES:
         return convert(model)
     parts = {
         "model": model.name,

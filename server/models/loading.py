@@ -116,7 +116,8 @@ def _from_file(path: Path, settings: Settings) -> LoadedModel:
         source=file.source,
         weights_label=str(path),
         path=path,
-        sha256=sha256_of(path),
+        # An IR's weights are in its .bin: a changed .bin is another model (and cache key).
+        sha256=sha256_of(path, *model_files.companions(path)),
         labels_source="generated",
         exported=file.exported,
     )
@@ -132,7 +133,7 @@ def output_width(model: LoadedModel) -> int:
     try:
         if model.module is None:
             assert model.path is not None
-            return _onnx_width(model.path, crop)
+            return _openvino_width(model.path, crop)
         with torch.inference_mode():
             output = model.module(torch.zeros(1, 3, crop, crop))
     except ModelLoadError:
@@ -150,10 +151,11 @@ def output_width(model: LoadedModel) -> int:
     return int(output.shape[1])
 
 
-def _onnx_width(path: Path, crop: int) -> int:
-    onnx = model_files.read_onnx(path)
-    onnx.reshape({onnx.inputs[0]: [1, 3, crop, crop]})
-    shape = onnx.outputs[0].partial_shape
+def _openvino_width(path: Path, crop: int) -> int:
+    """The classes of an ONNX or IR file, which only OpenVINO runs (a module is None)."""
+    read = model_files.read_with_openvino(path)
+    read.reshape({read.inputs[0]: [1, 3, crop, crop]})
+    shape = read.outputs[0].partial_shape
     if not (shape.rank.is_static and len(shape) == 2 and shape[1].is_static):
         raise ModelLoadError(f"{path}: the output must be batch x classes, it is {shape}")
     return int(shape[1].get_length())

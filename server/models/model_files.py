@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from server.config import OPENVINO_FILE_SOURCES
 from server.models.errors import ModelLoadError
 from server.models.sources import source_of
 
@@ -41,7 +42,12 @@ def read_model_file(path: Path) -> ModelFile:
         return ModelFile(path, source, module=_torchscript(path))
     if source == "exported":
         return _exported(path)
-    return ModelFile(path, source, fixed_size=onnx_input_size(path), fixed_batch=_onnx_batch(path))
+    return ModelFile(path, source, fixed_size=input_size(path), fixed_batch=_fixed_batch(path))
+
+
+def companions(path: Path) -> list[Path]:
+    """The files a model file needs beside it: an OpenVINO IR's weights (model.bin)."""
+    return [path.with_suffix(".bin")] if source_of(path) == "openvino" else []
 
 
 def _torchscript(path: Path) -> nn.Module:
@@ -104,31 +110,32 @@ def _exported_shape(program: Any) -> tuple[Any, ...]:
     return ()
 
 
-def onnx_input_size(path: Path) -> tuple[int, int] | None:
-    """An ONNX file's fixed input height and width (read by OpenVINO), if it fixes them."""
-    model = read_onnx(path)
+def input_size(path: Path) -> tuple[int, int] | None:
+    """An ONNX or IR file's fixed input height and width (read by OpenVINO), if it fixes them."""
+    model = read_with_openvino(path)
     shape = model.inputs[0].partial_shape
     if shape.rank.is_static and len(shape) == 4 and shape[2].is_static and shape[3].is_static:
         return shape[2].get_length(), shape[3].get_length()
     return None
 
 
-def _onnx_batch(path: Path) -> int | None:
-    shape = read_onnx(path).inputs[0].partial_shape
+def _fixed_batch(path: Path) -> int | None:
+    shape = read_with_openvino(path).inputs[0].partial_shape
     if shape.rank.is_static and len(shape) >= 1 and shape[0].is_static:
         return int(shape[0].get_length())
     return None
 
 
-def read_onnx(path: Path) -> Any:
-    """The ONNX file as an OpenVINO model; OpenVINO is the engine that runs ONNX."""
+def read_with_openvino(path: Path) -> Any:
+    """The ONNX or IR file as an OpenVINO model; OpenVINO is the engine that runs them."""
+    kind = OPENVINO_FILE_SOURCES[source_of(path)]
     try:
         import openvino as ov
     except ImportError:
         raise ModelLoadError(
-            f"{path}: ONNX models run on the OpenVINO engine: pip install 'batchserve[openvino]'"
+            f"{path}: {kind} models run on the OpenVINO engine: pip install 'batchserve[openvino]'"
         ) from None
     try:
         return ov.Core().read_model(str(path))
     except Exception as exc:
-        raise ModelLoadError(f"{path} is not a readable ONNX model (corrupt?): {exc}") from exc
+        raise ModelLoadError(f"{path} is not a readable {kind} model (corrupt?): {exc}") from exc

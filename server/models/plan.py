@@ -18,7 +18,7 @@ from typing import Final
 
 import torch
 
-from server.config import Settings, model_source
+from server.config import OPENVINO_FILE_SOURCES, Settings, model_source
 from server.models.cores import usable_cores
 
 logger = logging.getLogger(__name__)
@@ -206,16 +206,17 @@ def openvino_version() -> str | None:
 def resolve_engine(setting: str, device: torch.device, source: str = "torchvision") -> str:
     """``auto``: OpenVINO on the CPU when installed (measured faster there), torch otherwise.
 
-    ONNX files run on OpenVINO only.
+    ONNX and OpenVINO IR files run on OpenVINO only.
     """
     available = openvino_version() is not None
-    if source == "onnx" and setting == "torch":
+    if source in OPENVINO_FILE_SOURCES and setting == "torch":
         raise DeviceError(
-            "BATCHSERVE_ENGINE=torch cannot run an ONNX file: use BATCHSERVE_ENGINE=openvino "
-            "(or auto) on the CPU, or export the model as TorchScript or .pt2"
+            f"BATCHSERVE_ENGINE=torch cannot run an {OPENVINO_FILE_SOURCES[source]} file: use "
+            "BATCHSERVE_ENGINE=openvino (or auto) on the CPU, or export the model as "
+            "TorchScript or .pt2"
         )
     if setting == "auto":
-        if source == "onnx":
+        if source in OPENVINO_FILE_SOURCES:
             return resolve_engine("openvino", device, source)
         return "openvino" if device.type == "cpu" and available else "torch"
     if setting == "openvino":

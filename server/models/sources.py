@@ -38,9 +38,14 @@ def source_of(path: Path) -> str:
         raise ModelConfigError(
             f"BATCHSERVE_MODEL={path}: unknown model file type {suffix or '(none)'!r}; "
             f"expected one of {', '.join(MODEL_FILE_SUFFIXES)} (TorchScript, torch.export, "
-            "ONNX). A state_dict (.pth) is served with BATCHSERVE_MODEL=<torchvision "
-            "architecture> and BATCHSERVE_WEIGHTS=<the file>."
+            "ONNX, OpenVINO IR). A state_dict (.pth) is served with BATCHSERVE_MODEL="
+            "<torchvision architecture> and BATCHSERVE_WEIGHTS=<the file>."
         )
     if not path.is_file():
         raise ModelConfigError(f"BATCHSERVE_MODEL={path}: no such file")
+    if FILE_SOURCES[suffix] == "openvino" and not path.with_suffix(".bin").is_file():
+        raise ModelConfigError(
+            f"BATCHSERVE_MODEL={path}: an OpenVINO IR needs its weights beside it, "
+            f"{path.with_suffix('.bin').name} (ov.save_model writes both)"
+        )
     return FILE_SOURCES[suffix]

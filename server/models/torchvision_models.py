@@ -140,12 +140,13 @@ def expected_hash_prefix(entry: Weights) -> str | None:
     return match.group(1) if match and match.group(1) else None
 
 
-def sha256_of(path: Path) -> str:
-    """The file's SHA-256, read in 1 MiB pieces."""
+def sha256_of(*paths: Path) -> str:
+    """The SHA-256 of the files' bytes one after the other, read in 1 MiB pieces."""
     digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while piece := file.read(_HASH_READ_BYTES):
-            digest.update(piece)
+    for path in paths:
+        with path.open("rb") as file:
+            while piece := file.read(_HASH_READ_BYTES):
+                digest.update(piece)
     return digest.hexdigest()
 
 

@@ -33,7 +33,7 @@ class ModelDescription:
     name: str
     #: The version this unit serves (a repository's numbered folder; 1 otherwise).
     version: int
-    #: ``torchvision``, ``torchscript``, ``exported`` or ``onnx``.
+    #: ``torchvision``, ``torchscript``, ``exported``, ``onnx`` or ``openvino`` (an IR).
     source: str
     file: str | None
     file_sha256: str | None

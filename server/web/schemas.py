@@ -187,7 +187,7 @@ class ModelInfo(BaseModel):
     load_error: str | None = Field(
         default=None, description="Why its last load at run time failed (the served versions stay)"
     )
-    source: str = Field(description="torchvision, torchscript, exported (.pt2) or onnx")
+    source: str = Field(description="torchvision, torchscript, exported (.pt2), onnx, openvino")
     file: str | None = Field(description="The model file, or the weights file; None for random")
     file_sha256: str | None = Field(description="SHA-256 of that file (logged at startup too)")
     labels: str = Field(description="Where labels come from: imagenet, a file, or generated")

@@ -109,8 +109,8 @@ def test_the_runtime_serves_the_mounted_models_on_kserves_ports() -> None:
     spec = first["spec"]
     assert spec["protocolVersions"] == ["v2", "grpc-v2"]
     formats = {f["name"]: f for f in spec["supportedModelFormats"]}
-    assert set(formats) == {"onnx", "pytorch"}
-    assert {".onnx", ".ts", ".pt", ".pt2"} == set(MODEL_FILE_SUFFIXES)
+    assert set(formats) == {"onnx", "pytorch", "openvino_ir"}
+    assert {".onnx", ".ts", ".pt", ".pt2", ".xml"} == set(MODEL_FILE_SUFFIXES)
     (container,) = spec["containers"]
     assert container["name"] == "kserve-container"
     settings = _settings(container)

@@ -118,3 +118,12 @@ def test_tracing_that_cannot_run_is_a_configuration_error_before_any_model_loads
         assert refusal(make_settings(tracing=True, port=0)) == EXIT_CONFIG
         assert refusal(make_settings(port=0)) is None  # off: the variable is not read
     assert "cannot start: OTEL_TRACES_EXPORTER='zipkin'" in caplog.text
+
+
+def test_an_openvino_ir_without_its_weights_file_is_refused_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "model.xml").write_text("<net/>")
+    with caplog.at_level(logging.ERROR, logger="batchserve"):
+        assert refusal(make_settings(model=str(tmp_path / "model.xml"), port=0)) == EXIT_CONFIG
+    assert "an OpenVINO IR needs its weights beside it, model.bin" in caplog.text

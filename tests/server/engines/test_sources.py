@@ -27,12 +27,15 @@ ROWS = [
     ("ts", "openvino", "fp32", 1e-4),
     ("pt2", "openvino", "fp32", 1e-4),
     ("onnx", "openvino", "fp32", 1e-4),
+    ("xml", "openvino", "fp32", 1e-4),
     ("ts", "openvino", "bf16", 0.05),
     ("pt2", "openvino", "bf16", 0.05),
     ("onnx", "openvino", "bf16", 0.05),
+    ("xml", "openvino", "bf16", 0.05),
     ("ts", "openvino", "int8", 0.1),
     ("pt2", "openvino", "int8", 0.1),
     ("onnx", "openvino", "int8", 0.1),
+    ("xml", "openvino", "int8", 0.1),
 ]
 
 
@@ -71,6 +74,7 @@ def test_each_documented_row_runs_and_agrees_with_eager_pytorch(
 
 @pytest.mark.parametrize(("kind", "engine", "precision", "message"), [
     ("onnx", "torch", "auto", "cannot run an ONNX file"),
+    ("xml", "torch", "auto", "cannot run an OpenVINO IR file"),
     ("ts", "torch", "bf16", "model files run in fp32 on the torch engine"),
     ("pt2", "torch", "int8", "model files run in fp32 on the torch engine"),
 ])  # fmt: skip

@@ -244,3 +244,13 @@ def test_a_mounted_folder_with_two_files_or_none_is_a_clear_error(tmp_path: Path
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelConfigError, match="has no model folders"):
         model_specs(make_settings(model_dir=tmp_path / "empty"))
+
+
+def test_an_openvino_ir_is_one_model_file_with_its_weights_beside_it(tmp_path: Path) -> None:
+    """Its .bin is no second model: a mounted IR is served under its stem; a folder, as model."""
+    _folder(tmp_path, "mnt", {"resnet.xml": b"<net/>", "resnet.bin": b"w"})
+    (spec,) = model_specs(make_settings(model_dir=tmp_path / "mnt"))
+    assert (spec.name, spec.settings.model) == ("resnet", str(tmp_path / "mnt" / "resnet.xml"))
+    _folder(tmp_path / "repo", "net", {"model.xml": b"<net/>", "model.bin": b"w"})
+    (folder,) = model_specs(make_settings(model_repository=tmp_path / "repo"))
+    assert folder.settings.model == str(tmp_path / "repo" / "net" / "model.xml")
