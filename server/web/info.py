@@ -105,7 +105,10 @@ def info(registry: ModelRegistry, tracing: str = "off") -> InfoResponse | None:
     default = None if unit is None else describe(unit, registry)
     if default is None:
         return None
-    return InfoResponse(**default.model_dump(), models=summaries(registry), tracing=tracing)
+    return InfoResponse(
+        **default.model_dump(), models=summaries(registry), tracing=tracing,
+        grpc_port=registry.settings.grpc_port,
+    )  # fmt: skip
 
 
 def _preprocessing(model: ModelDescription) -> PreprocessingInfo:

@@ -215,6 +215,9 @@ class InfoResponse(ModelInfo):
     """The answer to ``GET /info``: the default model, and the list of every served model."""
 
     models: list[ModelSummary]
+    grpc_port: int = Field(
+        default=0, description="The Open Inference Protocol over gRPC's port; 0: gRPC is off"
+    )
     tracing: str = Field(
         default="off",
         description="off, or where OpenTelemetry spans go and how they are sampled",

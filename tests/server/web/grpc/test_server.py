@@ -65,6 +65,8 @@ def test_port_zero_turns_grpc_off() -> None:
     running = start_server(create_app(make_settings(grpc_port=0), preparer=EngineKeeper()))
     try:
         assert running.app.state.grpc is None
+        with running.client() as client:
+            assert client.get("/info").json()["grpc_port"] == 0
     finally:
         running.stop()
 

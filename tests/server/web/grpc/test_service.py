@@ -110,6 +110,7 @@ def test_probes_and_metadata_match_rest(
     metadata = client.get_server_metadata(as_json=True)
     with server.client() as rest:
         assert metadata == rest.get("/v2").json()
+        assert rest.get("/info").json()["grpc_port"] == server.registry.settings.grpc_port
         expected = rest.get("/v2/models/resnet50").json()
     assert client.get_model_metadata("resnet50", "1", as_json=True) == {
         **expected,
