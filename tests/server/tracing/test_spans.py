@@ -220,9 +220,9 @@ def test_a_server_error_marks_the_server_span_failed_and_a_client_error_does_not
 
     engine.fail_next = RuntimeError("the forward pass failed (injected)")
     with server.client() as client:
-        assert (
-            client.post("/predict", files={"file": ("c.jpg", photo("cat.jpg"))}).status_code == 500
-        )
+        failing = client.post("/predict", files={"file": ("c.jpg", photo("cat.jpg"))})
+        assert failing.status_code == 500
+    _wait_for_server_spans(spans, {failing.headers["x-request-id"]})
     (failed,) = _named(list(spans.get_finished_spans()), "POST /predict")
     assert failed.status.status_code is StatusCode.ERROR
     assert failed.status.description == "500"
