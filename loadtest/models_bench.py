@@ -152,10 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         started = time.perf_counter()
         files = export(efficientnet_lite1_module(), Path(workdir) / "files", EFFNET["crop_size"])
-        lines.append(f"- exporting the three files took {time.perf_counter() - started:.1f} s")
+        lines.append(f"- exporting the four files took {time.perf_counter() - started:.1f} s")
         if "sources" in sections:
             sizes = [int(n) for n in args.batch_sizes.split(",")]
-            lines += ["", "## One model, three files: OpenVINO engine (images/s, no HTTP)", "",
+            lines += ["", "## One model, four files: OpenVINO engine (images/s, no HTTP)", "",
                       "| file | precision | load + convert + warm-up s | "
                       + " | ".join(f"bs {n}" for n in sizes) + " |",
                       "|---|---|---:|" + "---:|" * len(sizes),

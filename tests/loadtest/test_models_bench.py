@@ -20,7 +20,7 @@ def test_the_models_benchmark_measures_each_file_and_two_models_sharing_a_server
     report = run_benchmark("loadtest.models_bench", args, tmp_path)
     assert "python -m loadtest.models_bench --batch-sizes 1,2" in report
     assert "- CPU: " in report
-    for name in ("model.ts", "model.pt2", "model.onnx"):
+    for name in ("model.ts", "model.pt2", "model.onnx", "model.xml"):
         assert f"| {name} | fp32 |" in report, name
     for row in ("| resnet50 |", "| effnet |", "| both (sum) |"):
         assert row in report, row

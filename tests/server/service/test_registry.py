@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from server.metrics import Metrics
+from server.models.model_files import companions
 from server.service.registry import build_registry, plan_models
 from server.web.app import create_app
 from server.web.errors import ErrorCode
@@ -54,7 +55,8 @@ def _top1(response: httpx.Response) -> str:
 
 
 @pytest.mark.parametrize(
-    ("kind", "engine"), [("ts", "torch"), ("pt2", "torch"), ("onnx", "openvino")]
+    ("kind", "engine"),
+    [("ts", "torch"), ("pt2", "torch"), ("onnx", "openvino"), ("xml", "openvino")],
 )
 def test_each_export_served_alone_names_the_photos(
     effnet_files: dict[str, Path], kind: str, engine: str
@@ -70,8 +72,13 @@ def test_each_export_served_alone_names_the_photos(
             info = client.get("/info").json()
         assert info["model"] == "effnet"
         assert info["engine"] == engine
-        assert info["source"] == {"ts": "torchscript", "pt2": "exported", "onnx": "onnx"}[kind]
-        assert info["file_sha256"] == hashlib.sha256(effnet_files[kind].read_bytes()).hexdigest()
+        sources = {"ts": "torchscript", "pt2": "exported", "onnx": "onnx", "xml": "openvino"}
+        assert info["source"] == sources[kind]
+        files = [effnet_files[kind], *companions(effnet_files[kind])]  # an IR's .bin
+        assert (
+            info["file_sha256"]
+            == hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+        )
         assert info["labels"] == "imagenet"
         assert info["input_size"] == [3, 240, 240]
     finally:
@@ -80,14 +87,15 @@ def test_each_export_served_alone_names_the_photos(
 
 @pytest.fixture(scope="module")
 def repository(effnet_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ResNet-50 beside EfficientNet-Lite1 as .ts, .pt2 and .onnx, and a 12-class ResNet-18."""
+    """ResNet-50 beside EfficientNet-Lite1 as .ts, .pt2, .onnx and IR, and a 12-class ResNet-18."""
     root = tmp_path_factory.mktemp("repository")
     (root / "resnet50").mkdir()
     (root / "resnet50" / "config.toml").write_text('model = "resnet50"\nweights = "random"\n')
     for kind, path in effnet_files.items():
         folder = root / f"effnet_{kind}"
         folder.mkdir()
-        (folder / path.name).symlink_to(path)
+        for file in (path, *companions(path)):
+            (folder / file.name).symlink_to(file)
         (folder / "config.toml").write_text(
             "resize_size = 274\ncrop_size = 240\nmax_batch_size = 2\n"
         )
@@ -110,7 +118,7 @@ def client(repository_server: RunningServer) -> Iterator[httpx.Client]:
     yield from client_of(repository_server)
 
 
-NAMES = ["effnet_onnx", "effnet_pt2", "effnet_ts", "flowers", "resnet50"]
+NAMES = ["effnet_onnx", "effnet_pt2", "effnet_ts", "effnet_xml", "flowers", "resnet50"]
 
 
 def test_models_lists_every_folder_ready(client: httpx.Client) -> None:
@@ -129,7 +137,7 @@ def test_every_export_gives_the_same_answers_from_the_repository(client: httpx.C
     for name, accepted in EXPECTED.items():
         answers = [
             _predict(client, f"/models/effnet_{kind}/predict", name)
-            for kind in ("ts", "pt2", "onnx")
+            for kind in ("ts", "pt2", "onnx", "xml")
         ]
         labels = {_top1(answer) for answer in answers}
         assert len(labels) == 1, (name, labels)
@@ -140,6 +148,7 @@ def test_every_export_gives_the_same_answers_from_the_repository(client: httpx.C
             "effnet_ts",
             "effnet_pt2",
             "effnet_onnx",
+            "effnet_xml",
         ]
 
 
