@@ -20,7 +20,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFl
 
 from loadtest.process import free_port
 from server.tracing import Tracing
-from server.tracing.spans import LinkedSampler, resource
+from server.tracing.spans import LinkedSampler, Spans, resource
 from server.web.app import create_app
 from tests.conftest import RunningServer, make_settings, photo, served, wait_until
 from tests.engine import EngineKeeper, MeanPixelEngine
@@ -267,3 +267,17 @@ def test_the_service_is_named_batchserve_unless_the_environment_names_it(
 def test_info_says_where_spans_go(server: RunningServer) -> None:
     with server.client() as client:
         assert client.get("/info").json()["tracing"].startswith("in-process; sampler LinkedSampler")
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    ["garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", f"ff-{TRACEPARENT[3:]}"],
+)
+def test_a_traceparent_that_is_not_valid_starts_a_trace_of_its_own(traceparent: str) -> None:
+    exporter = InMemorySpanExporter()
+    spans = Spans.with_processors([SimpleSpanProcessor(exporter)], "test")
+    trace = spans.request("GET", {"traceparent": traceparent}, {}, "id")
+    trace.end("GET /health", {}, None)
+    (span,) = exporter.get_finished_spans()
+    assert span.parent is None
+    assert span.context.trace_id not in (0, CALLER_TRACE)
