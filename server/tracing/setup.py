@@ -9,7 +9,9 @@ processor read their own variables (endpoint, headers, timeout,
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Final
 
 from opentelemetry.sdk.trace import SpanProcessor
@@ -19,6 +21,11 @@ from server.tracing.facade import TracingUnavailableError
 from server.tracing.spans import Spans
 
 PROTOCOLS: Final = ("http/protobuf", "grpc")
+#: The module of OTLP's span exporter over each transport.
+EXPORTER_MODULES: Final = {
+    "http/protobuf": "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "grpc": "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+}
 EXPORTERS: Final = ("otlp", "console")
 
 
@@ -47,14 +54,19 @@ def otlp_protocol(environ: Mapping[str, str]) -> str:
 
 
 def _otlp_exporter(protocol: str) -> SpanExporter:
-    # Each transport is its own package of the extra; both read OTEL_EXPORTER_OTLP_* themselves.
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-            OTLPSpanExporter,
-        )
-    return OTLPSpanExporter()
+    """OTLP's exporter for ``protocol``; it reads OTEL_EXPORTER_OTLP_* itself."""
+    exporter: type[SpanExporter] = _exporter_module(protocol).OTLPSpanExporter
+    return exporter()
+
+
+def _exporter_module(protocol: str) -> ModuleType:
+    """Each transport is a package of its own in the extra: imported only when chosen."""
+    try:
+        return importlib.import_module(EXPORTER_MODULES[protocol])
+    except ImportError as exc:
+        raise TracingUnavailableError(
+            f"OTLP over {protocol} needs {exc.name}: pip install 'batchserve[tracing]'"
+        ) from exc
 
 
 def _endpoint(environ: Mapping[str, str], protocol: str) -> str:
@@ -85,14 +97,4 @@ def spans_from_environment(environ: Mapping[str, str]) -> Spans:
 def check_environment(environ: Mapping[str, str]) -> None:
     """Raise what :func:`spans_from_environment` would find wrong, building nothing."""
     if "otlp" in exporter_names(environ):
-        _otlp_exporter_class_importable(otlp_protocol(environ))
-
-
-def _otlp_exporter_class_importable(protocol: str) -> None:
-    module = "grpc" if protocol == "grpc" else "http"
-    try:
-        __import__(f"opentelemetry.exporter.otlp.proto.{module}.trace_exporter")
-    except ImportError as exc:
-        raise TracingUnavailableError(
-            f"OTLP over {protocol} needs {exc.name}: pip install 'batchserve[tracing]'"
-        ) from exc
+        _exporter_module(otlp_protocol(environ))

@@ -45,7 +45,7 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics, tracing: Tracing | None = None) -> None:
         self.app = app
         self.metrics = metrics
-        self.tracing = tracing or Tracing()
+        self.tracing = tracing if tracing is not None else Tracing()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -206,7 +206,7 @@ def _observed(
             backend.metrics.inflight.dec()
             _finish(call, time.perf_counter() - started)
             if trace is not None:
-                _end_server_span(trace, call)
+                _end_server_span(trace, call, method)
 
     return run
 
@@ -221,14 +221,13 @@ def _server_span(call: Call, method: str) -> RequestTrace | None:
                                         call.request_id)  # fmt: skip
 
 
-def _end_server_span(trace: RequestTrace, call: Call) -> None:
+def _end_server_span(trace: RequestTrace, call: Call, method: str) -> None:
     attributes: dict[str, str | int] = {"rpc.grpc.status_code": call.status.value[0]}
     if call.model:
         attributes["batchserve.model"] = call.model
         attributes["batchserve.model.version"] = call.version
     failed = call.status in SERVER_ERRORS
-    trace.end(f"{SERVICE}/{call.endpoint.rpartition('/')[2]}", attributes,
-              call.status.name if failed else None)  # fmt: skip
+    trace.end(f"{SERVICE}/{method}", attributes, call.status.name if failed else None)
 
 
 def _answerable(exc: Exception, call: Call) -> ApiError:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from server.tracing import Tracing, TracingUnavailableError, check
-from server.tracing.setup import exporter_names, otlp_protocol
+from server.tracing.setup import EXPORTER_MODULES, exporter_names, otlp_protocol
 from tests.conftest import make_settings
 
 
@@ -70,3 +72,15 @@ def test_unset_variables_mean_otlp_over_http_protobuf() -> None:
     assert exporter_names({}) == ["otlp"]
     assert otlp_protocol({}) == "http/protobuf"
     assert otlp_protocol({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}) == "grpc"
+
+
+def test_a_transport_whose_exporter_is_not_installed_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, EXPORTER_MODULES["grpc"], None)
+    grpc = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    with pytest.raises(
+        TracingUnavailableError, match=r"OTLP over grpc needs .*batchserve\[tracing\]"
+    ):
+        check(make_settings(tracing=True), grpc)
+    check(make_settings(tracing=True), {})  # http/protobuf's is there
