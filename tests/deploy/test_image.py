@@ -21,6 +21,7 @@ import httpx
 import pytest
 import yaml
 
+from loadtest import otlp_receiver
 from tests.conftest import photo, require_tool, wait_process_ready
 from tests.deploy.image import ROOT, Image, assemble, parse_dockerfile
 from tests.deploy.test_kubernetes import KUBE, _by_kind, _kustomize
@@ -157,3 +158,23 @@ def test_each_deployments_command_serves_from_the_image(
         assert httpx.get(f"{url}/static-offline-docs/{asset}", timeout=30).status_code == 200
     processes[0].send_signal(signal.SIGTERM)
     assert processes[0].wait(timeout=60) == 0
+
+
+def test_the_image_traces_to_a_collector_when_pointed_at_one(serving: Any) -> None:
+    """The tracing extra is in the image: an OTLP endpoint is all it takes to get spans."""
+    port = _free_port()
+    received, stop_receiver = otlp_receiver.start("http/protobuf", port)
+    start, processes = serving
+    try:
+        url = start(IMAGE_CMD, {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                                "OTEL_BSP_SCHEDULE_DELAY": "100"})  # fmt: skip
+        wait_process_ready(url, processes[0], timeout_s=240)
+        assert httpx.get(f"{url}/info", timeout=30).json()["tracing"].startswith("otlp ")
+        answer = httpx.post(f"{url}/predict", files={"file": photo("cat.jpg")}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        processes[0].send_signal(signal.SIGTERM)
+        assert processes[0].wait(timeout=60) == 0  # the drained stop flushes the spans
+    finally:
+        stop_receiver()
+    (request,) = received.named("POST /predict")
+    assert [link.span_id for link in received.named("inference")[-1].links] == [request.span_id]
