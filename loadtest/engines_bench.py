@@ -153,14 +153,15 @@ def _drive(name: str, process: subprocess.Popen[bytes], url: str, args: argparse
         with tempfile.TemporaryDirectory() as folder:
             body = Path(folder) / "body"
             body.write_bytes(hey.multipart_body(args.image.read_bytes()))
-            _levels(name, process, url, body, args, result, ours)
+            run_levels(name, process, url, body, args, result, ours)
     finally:
         stop_server(name, process, stop)
     return result
 
 
-def _levels(name: str, process: subprocess.Popen[bytes], url: str, body: Path,
-            args: argparse.Namespace, result: ServerResult, ours: bool) -> None:  # fmt: skip
+def run_levels(name: str, process: subprocess.Popen[bytes], url: str, body: Path,
+               args: argparse.Namespace, result: ServerResult, ours: bool) -> None:  # fmt: skip
+    """Each of ``args.concurrency``'s levels for ``args.duration`` s, added to ``result``."""
     for concurrency in [int(c) for c in args.concurrency.split(",")]:
         loop_pid = process.pid if ours else None
         level, health, loop_ms = _load(url, body, concurrency, args.duration, loop_pid)

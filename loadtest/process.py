@@ -19,8 +19,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(overrides: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
+def start_server(
+    overrides: dict[str, str], environment: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str, float]:
     """Start ``python -m server`` with ``BATCHSERVE_*`` overrides; wait until /ready.
+
+    ``environment`` adds other variables (``OTEL_*``) to this process's own.
 
     Returns the process, its base URL and the seconds it took to become ready.
     """
@@ -32,6 +36,7 @@ def start_server(overrides: dict[str, str]) -> tuple[subprocess.Popen[bytes], st
         "BATCHSERVE_GRPC_PORT": str(free_port()),
         "BATCHSERVE_LOG_LEVEL": "warning",
         **{f"BATCHSERVE_{k}": v for k, v in overrides.items()},
+        **(environment or {}),
     }
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "server"], env=env)

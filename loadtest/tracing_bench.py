@@ -14,20 +14,17 @@ Writes docs/benchmarks-tracing.md (or ``--out``) and prints it.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import tempfile
 import timeit
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from loadtest import hey, otlp_receiver, report
-from loadtest.engines_bench import stop_server
-from loadtest.process import free_port, main_thread_cpu_seconds, start_server
+from loadtest.engines_bench import ServerResult, run_levels, stop_server
+from loadtest.process import free_port, start_server
 from server.tracing import Tracing, record_batch, record_queue, stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,54 +44,28 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Round:
-    """One server process under every level."""
+    """One server process under every level, and the spans its receiver got."""
 
     tracing: bool
-    levels: list[hey.HeyResult] = field(default_factory=list)
-    loop_ms: list[float] = field(default_factory=list)
-    spans: int = 0
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in os.environ (the server process inherits them), restored afterwards."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    result: ServerResult
+    spans: int
 
 
 def _measure(args: argparse.Namespace, body: Path, traced: bool) -> Round:
     port = free_port()
     received, stop_receiver = otlp_receiver.start("http/protobuf", port)
     variables = {**TRACED, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
-    result = Round(traced)
+    result = ServerResult(f"tracing {'on' if traced else 'off'}")
     overrides = {"MODEL": args.model, "WEIGHTS": "random", "TRACING": str(traced).lower()}
-    with _environment(variables if traced else {}):
-        process, url, _ = start_server(overrides)
+    process, url, _ = start_server(overrides, variables if traced else None)
     try:
-        for concurrency in [int(c) for c in args.concurrency.split(",")]:
-            hey.warm_up(url, body, concurrency, args.duration)
-            before = main_thread_cpu_seconds(process.pid)
-            level = hey.run(f"{url}/predict", body, concurrency, args.duration)
-            loop_s = main_thread_cpu_seconds(process.pid) - before
-            result.levels.append(level)
-            result.loop_ms.append(loop_s * 1000 / max(1, level.answered))
-            label = "on" if traced else "off"
-            print(f"  tracing {label} c={concurrency}: {level.throughput:.1f} req/s", flush=True)
+        run_levels(result.name, process, url, body, args, result, ours=True)
     finally:
         stop_server("batchserve", process, signal.SIGTERM)
-        result.spans = received.count()
         stop_receiver()
-    return result
+    return Round(traced, result, received.count())
 
 
 def off_path_ns() -> float:
@@ -115,20 +86,23 @@ def off_path_ns() -> float:
 
 
 def _table(rounds: list[Round], concurrency: list[int]) -> list[str]:
-    rows = ["| round | tracing | c | req/s | p50 ms | p99 ms | loop CPU ms/request | spans |",
-            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| round | tracing | c | req/s | p50 ms | p99 ms | loop CPU ms/request "
+            "| /health p99 ms | spans |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for number, run in enumerate(rounds, 1):
-        for c, level, loop_ms in zip(concurrency, run.levels, run.loop_ms, strict=True):
+        result = run.result
+        for c, level, loop_ms, health_ms in zip(
+            concurrency, result.levels, result.loop_ms, result.health_p99_ms, strict=True
+        ):
             rows.append(
                 f"| {number} | {'on' if run.tracing else 'off'} | {c} | {level.throughput:.1f} "
                 f"| {level.percentile_ms(50):.2f} | {level.percentile_ms(99):.2f} "
-                f"| {loop_ms:.3f} | {run.spans if run.tracing else '-'} |"
+                f"| {loop_ms:.3f} | {health_ms:.2f} | {run.spans if run.tracing else '-'} |"
             )
     return rows
 
 
 def _mean_throughput(rounds: list[Round], traced: bool, index: int) -> float:
-    chosen = [run.levels[index].throughput for run in rounds if run.tracing is traced]
+    chosen = [run.result.levels[index].throughput for run in rounds if run.tracing is traced]
     return sum(chosen) / len(chosen)
 
 
@@ -137,7 +111,7 @@ def _summary(rounds: list[Round], concurrency: list[int], off_ns: float) -> list
     for index, c in enumerate(concurrency):
         off = _mean_throughput(rounds, False, index)
         on = _mean_throughput(rounds, True, index)
-        offs = [run.levels[index].throughput for run in rounds if not run.tracing]
+        offs = [run.result.levels[index].throughput for run in rounds if not run.tracing]
         spread = (max(offs) - min(offs)) / off * 100 if off else 0.0
         lines.append(
             f"- c={c}: off {off:.1f} req/s (rounds {spread:.1f} % apart), "
