@@ -73,13 +73,15 @@ def off_path_ns() -> float:
     off = Tracing()
 
     def one_request() -> None:
-        trace = off.request("POST", {}, {}, "id")
+        # As the middleware, the unit and the batch do: each asks, none builds a span.
+        trace = off.request("POST", {}, {}, "id") if off.enabled else None
         with stage(trace, "upload"):
             pass
         with stage(trace, "preprocess", **{"batchserve.image.bytes": 1}):
             pass
         record_queue(trace, 0, 0.0)
-        record_batch([trace], 0.0, {})
+        if traces := [t for t in [trace] if t is not None]:
+            record_batch(traces, 0.0, {})
 
     runs = 200_000
     return min(timeit.repeat(one_request, number=runs, repeat=5)) / runs * 1e9

@@ -405,10 +405,12 @@ class ModelUnit:
         rows = await in_halves_when_out_of_memory(self._forward, items, self._release_cached_memory)
         # One line per forward pass: two when an out-of-memory batch ran as halves.
         passes = dict.fromkeys((row.batch_size, row.inference_s, row.output_s) for row in rows)
+        # Tracing off, nothing below builds a span's attributes: one check per job.
+        traces = [job.progress.trace for job in jobs if job.progress.trace is not None]
         for size, infer_s, output_s in passes:
             self.statistics.executed(size, infer_s, output_s)
-            record_batch((job.progress.trace for job in jobs), infer_s + output_s,
-                         self._batch_attributes(size))  # fmt: skip
+            if traces:
+                record_batch(traces, infer_s + output_s, self._batch_attributes(size))
         return rows
 
     def _batch_attributes(self, size: int) -> dict[str, str | int]:
